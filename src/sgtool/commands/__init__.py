@@ -1,0 +1,1 @@
+"""Thin Typer commands: parse options, load config, call a pipeline, report."""

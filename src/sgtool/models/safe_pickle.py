@@ -1,0 +1,151 @@
+"""Restricted unpickling of NVIDIA's network pickles.
+
+An official `.pkl` holds each network as a "persistent object": the Python source of its
+module plus the pickled module state, rebuilt on load by exec'ing that source. We never run
+it. The unpickler below resolves only an explicit allowlist of globals (tensor and numpy
+rebuilders, OrderedDict, EasyDict, the persistence hook); each network comes back as a
+`PersistentRecord` from which we copy tensors into our own modules.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references a global outside the allowlist."""
+
+    def __init__(self, qualname: str):
+        super().__init__(qualname)
+        self.qualname = qualname
+
+
+class EasyDict(dict):
+    """Stand-in for dnnlib.util.EasyDict: a dict with attribute access, nothing else."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass
+class PersistentRecord:
+    """One pickled network module: its class name and its `__dict__` (source code discarded)."""
+
+    class_name: str
+    version: int
+    state: dict = field(repr=False)
+
+    @property
+    def submodules(self) -> dict:
+        return dict(self.state.get("_modules") or {})
+
+    @property
+    def init_kwargs(self) -> dict:
+        return dict(self.state.get("_init_kwargs") or {})
+
+    @property
+    def init_args(self) -> tuple:
+        return tuple(self.state.get("_init_args") or ())
+
+
+def _reconstruct_persistent_obj(meta):
+    if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
+        raise pickle.UnpicklingError("malformed persistent object record")
+    # meta["module_src"] is deliberately ignored: it is code.
+    return PersistentRecord(class_name=str(meta.get("class_name")), version=int(meta.get("version", 0)),
+                            state=dict(meta["state"]))
+
+
+def _load_storage_from_bytes(data: bytes):
+    # Storages are nested legacy torch.save streams; weights_only refuses anything but tensors.
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _numpy_multiarray():
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:
+        from numpy.core import multiarray
+    return multiarray
+
+
+_MULTIARRAY = _numpy_multiarray()
+
+ALLOWED_GLOBALS = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("torch", "Size"): torch.Size,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    # Pickles written under numpy 1 and numpy 2 spell the module differently.
+    ("numpy.core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _MULTIARRAY.scalar,
+    ("numpy._core.multiarray", "scalar"): _MULTIARRAY.scalar,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("unexpected persistent id in a network pickle")
+
+
+def restricted_load(stream) -> object:
+    """Unpickle from a binary stream, refusing every global outside ALLOWED_GLOBALS."""
+    return RestrictedUnpickler(stream).load()
+
+
+def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flatten a pickled module tree into a state dict with the same names nn.Module would use."""
+    state = record.state
+    out: dict[str, torch.Tensor] = {}
+    non_persistent = set(state.get("_non_persistent_buffers_set") or ())
+    for name, tensor in (state.get("_parameters") or {}).items():
+        if tensor is not None:
+            out[prefix + name] = tensor
+    for name, tensor in (state.get("_buffers") or {}).items():
+        if tensor is not None and name not in non_persistent:
+            out[prefix + name] = tensor
+    for name, sub in (state.get("_modules") or {}).items():
+        if sub is None:
+            continue
+        if not isinstance(sub, PersistentRecord):
+            raise pickle.UnpicklingError(f"submodule {prefix + name} is not a network record")
+        out.update(record_state_dict(sub, prefix + name + "."))
+    return out
+
+
+def plain(value):
+    """EasyDicts, numpy scalars and arrays from a pickle -> plain Python values (for kwargs and JSON)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,89 @@
+"""File output helpers: atomic writes, images in NVIDIA's uint8 convention, JSON records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    A crash or Ctrl-C never leaves a half-written output under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1] (NCHW or CHW) -> uint8 HWC (or NHWC), as NVIDIA's gen_images does."""
+    images = images.detach().to(torch.float32).cpu()
+    converted = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return converted.permute(0, 2, 3, 1).numpy() if converted.ndim == 4 else converted.permute(1, 2, 0).numpy()
+
+
+def save_image(image: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write an RGB (or greyscale) image atomically; tensors are converted with `to_uint8`."""
+    if isinstance(image, torch.Tensor):
+        image = to_uint8(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format=_image_format(path))
+    return Path(path)
+
+
+def _image_format(path) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix, "PNG")
+
+
+def save_npy(array: np.ndarray, path: str | os.PathLike, allow_pickle: bool = False) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=allow_pickle)
+    return Path(path)
+
+
+def write_json(data, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    return Path(path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
+    """Tile NHWC uint8 images into one image, `cols` per row (blank cells at the end)."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
+    return grid
