@@ -1,0 +1,27 @@
+# sgtool developer commands. `make install` builds .venv/; everything else uses it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m sgtool.demo demo_out
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf demo_out bench/results .pytest_cache

@@ -1,0 +1,1 @@
+"""The work of each subcommand as plain functions that notebooks can call without the CLI."""
