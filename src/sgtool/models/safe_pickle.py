@@ -102,10 +102,17 @@ ALLOWED_GLOBALS = {
 }
 
 
+NUMPY_GLOBALS = {key: value for key, value in ALLOWED_GLOBALS.items() if key[0].startswith("numpy")}
+
+
 class RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, stream, allowed: dict | None = None):
+        super().__init__(stream)
+        self.allowed = ALLOWED_GLOBALS if allowed is None else allowed
+
     def find_class(self, module, name):
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
             raise UnsafePickleError(f"{module}.{name}") from None
 
@@ -113,9 +120,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("unexpected persistent id in a network pickle")
 
 
-def restricted_load(stream) -> object:
-    """Unpickle from a binary stream, refusing every global outside ALLOWED_GLOBALS."""
-    return RestrictedUnpickler(stream).load()
+def restricted_load(stream, allowed: dict | None = None) -> object:
+    """Unpickle from a binary stream, refusing every global outside `allowed` (default ALLOWED_GLOBALS)."""
+    return RestrictedUnpickler(stream, allowed).load()
 
 
 def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:

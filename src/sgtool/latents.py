@@ -1,0 +1,68 @@
+"""Reading latent and transform files: our per-image `.npy` arrays and stylegan3-editing's dicts.
+
+stylegan3-editing saves dicts (file name -> values) with `np.save`, i.e. as a pickle inside the
+.npy. `np.load(allow_pickle=True)` would run any code such a file carries, so object arrays are
+read with a restricted unpickler that admits numpy arrays and plain containers only.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SgtoolError
+from .models.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, restricted_load
+
+
+def load_npy(path) -> np.ndarray | dict | list:
+    """A plain array, or the object a pickled .npy holds (a dict for stylegan3-editing files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SgtoolError(f"{path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.load(f, allow_pickle=False)
+            value = restricted_load(f, NUMPY_GLOBALS)
+    except UnsafePickleError as exc:
+        raise SgtoolError(f"refusing to load {path}: it references code '{exc.qualname}'") from None
+    except (ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise SgtoolError(f"{path} is not a readable .npy file ({exc})") from None
+    if isinstance(value, np.ndarray) and value.dtype.hasobject and value.shape == ():
+        return value.item()
+    return value
+
+
+def load_latents(path, num_ws: int | None = None, w_dim: int | None = None, step: int = -1) -> dict[str, np.ndarray]:
+    """name -> W+ latent [num_ws, w_dim] from our `NAME_latent.npy` or a stylegan3-editing dict.
+
+    For dicts holding a list of per-step latents, `step` picks one (default: the last).
+    """
+    path = Path(path)
+    value = load_npy(path)
+    if isinstance(value, dict):
+        items = {}
+        for name, latent in value.items():
+            if isinstance(latent, (list, tuple)):
+                if not latent:
+                    raise SgtoolError(f"{path}: entry {name!r} holds no latents")
+                latent = latent[step]
+            items[str(name)] = np.asarray(latent, dtype=np.float32)
+    else:
+        stem = path.stem.removesuffix("_latent")
+        items = {stem: np.asarray(value, dtype=np.float32)}
+    for name, latent in items.items():
+        if latent.ndim == 3 and latent.shape[0] == 1:
+            latent = latent[0]
+        if latent.ndim != 2:
+            raise SgtoolError(f"{path}: latent {name!r} has shape {latent.shape}, expected [num_ws, w_dim]")
+        if (num_ws is not None and latent.shape[0] != num_ws) or (w_dim is not None and latent.shape[1] != w_dim):
+            raise SgtoolError(f"{path}: latent {name!r} has shape {list(latent.shape)} but the generator needs "
+                              f"[{num_ws}, {w_dim}]; use the generator the latents were inverted with")
+        items[name] = latent
+    return items

@@ -1,0 +1,61 @@
+"""Perceptual losses with their pretrained backbones located (never silently downloaded offline)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .errors import SgtoolError
+
+# torchvision's ImageNet weights that LPIPS builds on.
+LPIPS_BACKBONES = {
+    "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+}
+
+
+def hub_checkpoint_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def ensure_hub_file(url: str) -> Path:
+    """Make sure torchvision's cache holds `url`'s file: download it unless SGTOOL_OFFLINE=1.
+
+    Failure is one line naming the file, the URL and where to put it.
+    """
+    path = hub_checkpoint_path(url)
+    if path.is_file():
+        return path
+    reason = "SGTOOL_OFFLINE is set"
+    if os.environ.get("SGTOOL_OFFLINE", "") not in ("1", "true", "yes"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            torch.hub.download_url_to_file(url, str(tmp), progress=False)
+            os.replace(tmp, path)
+            return path
+        except Exception as exc:  # any network failure ends in the same advice
+            reason = f"download failed: {type(exc).__name__}"
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise SgtoolError(f"pretrained weights {path.name} are missing ({reason}); download {url} and place it at "
+                      f"{path} (or set TORCH_HOME to the folder that holds hub/checkpoints/{path.name})")
+
+
+def load_lpips(net: str = "vgg", device="cpu", random_backbone: bool = False) -> torch.nn.Module:
+    """LPIPS distance (inputs in [-1, 1]); `random_backbone` is for tests that must not need ImageNet weights."""
+    import lpips
+
+    if net not in LPIPS_BACKBONES:
+        raise SgtoolError(f"unknown LPIPS network {net!r}; choose one of {', '.join(LPIPS_BACKBONES)}")
+    if not random_backbone:
+        ensure_hub_file(LPIPS_BACKBONES[net])
+    with warnings.catch_warnings():
+        # lpips still uses torchvision's deprecated `pretrained=` argument.
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False)
+    return model.eval().requires_grad_(False).to(device)
