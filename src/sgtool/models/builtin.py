@@ -32,10 +32,17 @@ def build_builtin(name: str, seed: int = 0):
 
 
 @torch.no_grad()
-def _make_lively(generator) -> None:
-    """Default init maps every z to nearly the same picture; spread the styles so seeds differ."""
+def _make_lively(generator, target_std: float = 0.4) -> None:
+    """Default init maps every z to nearly the same flat picture: spread the styles so seeds differ,
+    then scale the RGB layers (the output is linear in them) to a visible contrast."""
     for name, param in generator.named_parameters():
         if name.endswith("affine.weight"):
             param.add_(torch.randn_like(param) * 0.5)
     if generator.kind == "stylegan3":
         generator.synthesis.input.affine.weight.normal_(0, 0.3)
+    images = generator(torch.randn(32, generator.z_dim), None)
+    scale = target_std / float(images.std(dim=(1, 2, 3)).median())
+    for name, param in generator.named_parameters():
+        if "torgb" in name or name.startswith(f"synthesis.{getattr(generator.synthesis, 'layer_names', [''])[-1]}."):
+            if not name.split(".")[-2] == "affine":
+                param.mul_(scale)
