@@ -93,3 +93,50 @@ def test_refuses_more_than_twice_the_resolution_and_stylegan2(sg3t):
     sg2 = load_generator(golden_dir("generators") / "sg2_64.pkl")
     with pytest.raises(SgtoolError, match="StyleGAN2 has no input transform"):
         expand_fov(sg2, torch.zeros(1, sg2.num_ws, sg2.w_dim), Margins(left=8))
+
+
+def test_cli_expands_latent_with_edit_and_transform(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import golden_dir
+    from sgtool.cli import app
+    from sgtool.geometry import input_transform
+
+    folder = golden_dir("generators")
+    pkl = folder / "sg3t_64.pkl"
+    G = load_generator(pkl)
+    ws = np.load(folder / "sg3t_64_io.npz")["ws"][0]
+    np.save(tmp_path / "face_latent.npy", ws)
+    direction = np.random.RandomState(0).randn(1, 32).astype(np.float32)
+    np.save(tmp_path / "dir.npy", direction)
+    inv = input_transform((0.02, 0.0), 8.0)
+    np.save(tmp_path / "transforms.npy", {"face": [8.0, [0.02, 0.0], np.linalg.inv(inv), inv]}, allow_pickle=True)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "expand-fov", str(tmp_path / "face_latent.npy"), "--network", str(pkl), "--left", "16", "--top", "8",
+        "--edit", "tilt=+1.5", "--direction", f"tilt={tmp_path / 'dir.npy'}", "--transforms",
+        str(tmp_path / "transforms.npy"), "--outdir", str(out), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)["images"][0]
+    assert record["name"] == "face_tilt+1.5" and record["size"] == [80, 72] and record["unaligned"]
+    from PIL import Image
+
+    canvas = np.asarray(Image.open(record["image"])).astype(int)
+    edited = torch.from_numpy(ws + 1.5 * direction)[None]
+    with torch.no_grad():
+        plain = G.synthesis(edited, transform=torch.from_numpy(inv).float())[0]
+    from sgtool.utils.io import to_uint8
+
+    assert np.abs(canvas[8:, 16:] - to_uint8(plain).astype(int)).max() <= 1
+    tiles = np.load(record["tile_transforms"])
+    assert tiles.shape == (len(record["tile_offsets"]), 3, 3)
+    assert (out / "expand_fov.json").exists()
+
+    too_big = CliRunner().invoke(app, ["expand-fov", str(tmp_path / "face_latent.npy"), "--network", str(pkl),
+                                       "--all", "40", "--outdir", str(out)])
+    assert too_big.exit_code == 2 and "more than 2x" in too_big.stderr
+    sg2 = CliRunner().invoke(app, ["expand-fov", str(tmp_path / "face_latent.npy"), "--network",
+                                   str(folder / "sg2_64.pkl"), "--left", "8", "--outdir", str(out)])
+    assert sg2.exit_code == 2 and "StyleGAN2" in sg2.stderr

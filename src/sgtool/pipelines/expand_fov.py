@@ -140,3 +140,31 @@ def expand_fov(generator, ws: torch.Tensor, margins: Margins, base_transform: to
             on_tile(tile)
     canvas = blend_tiles(renders, tiles, resolution, margins, feather)
     return torch.from_numpy(canvas).permute(2, 0, 1).to(torch.float32), tiles
+
+
+@dataclass
+class FovSource:
+    """One thing to expand: a name, its W+ latent and the input transform of its plain render."""
+
+    name: str
+    ws: torch.Tensor  # [num_ws, w_dim]
+    base_transform: torch.Tensor | None = None
+
+
+def write_expanded(generator, source: FovSource, margins: Margins, outdir, overlap: float = 0.5,
+                   feather: int | None = None, on_tile=None) -> dict:
+    """Expand one latent and write NAME_fov.png plus NAME_fov.npy (the tile transforms, [n_tiles, 3, 3])."""
+    from pathlib import Path
+
+    from ..utils.io import save_image, save_npy
+
+    outdir = Path(outdir)
+    device = next(generator.parameters()).device
+    canvas, tiles = expand_fov(generator, source.ws.to(device), margins, source.base_transform, overlap, feather,
+                               on_tile)
+    image_path = save_image(canvas, outdir / f"{source.name}_fov.png")
+    transforms = np.stack([t.transform.numpy() for t in tiles]).astype(np.float32)
+    transforms_path = save_npy(transforms, outdir / f"{source.name}_fov.npy")
+    return {"name": source.name, "image": str(image_path), "tile_transforms": str(transforms_path),
+            "tile_offsets": [list(t.offset) for t in tiles], "size": [int(canvas.shape[2]), int(canvas.shape[1])],
+            "unaligned": source.base_transform is not None}
