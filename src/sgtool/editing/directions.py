@@ -7,7 +7,6 @@ in, broadcast to every chosen layer) or a W+ direction ([num_ws, w_dim], one row
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import SgtoolError
+from ..hub.cache import sgtool_home
 from ..latents import load_npy
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -114,16 +114,14 @@ def load_direction(path, w_dim: int | None = None, num_ws: int | None = None) ->
     return array
 
 
-def sgtool_home() -> Path:
-    return Path(os.environ.get("SGTOOL_HOME") or Path.home() / ".sgtool").expanduser()
-
-
 @dataclass
 class DirectionRegistry:
     """Names -> files per generator family, from `configs/edit.yaml`.
 
     `sets` maps a set name such as "stylegan3-ffhq" to {"source": where the files come from,
-    "files": {name: relative path}}; files resolve against `folder`.
+    "files": {name: relative path}, "hub": {name: model-registry name}}; files resolve against
+    `folder`; a name whose file is not there but that has a hub entry is fetched into sgtool's
+    model cache (`sgtool models`), or named with where to put it when offline.
     """
 
     sets: dict
@@ -187,7 +185,12 @@ def resolve_direction(name: str, generator, registry: DirectionRegistry, extra: 
         path = Path(files[name]).expanduser()
         if not path.is_absolute():
             path = registry.folder / path
-        if not path.is_file():
+        hub_name = (entry.get("hub") or {}).get(name)
+        if not path.is_file() and hub_name:
+            from ..hub import resolve_checkpoint
+
+            path = resolve_checkpoint(hub_name, kind="direction")
+        elif not path.is_file():
             source = entry.get("source", "")
             raise SgtoolError(f"direction {name!r} ({set_name}) needs {path}: put the file there"
                               f"{f' (from {source})' if source else ''}, set directions_dir, or pass "
