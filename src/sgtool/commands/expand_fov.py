@@ -14,7 +14,7 @@ from ..device import resolve_device
 from ..errors import SgtoolError
 from ..latents import load_latents
 from ..models import load_generator
-from ..pipelines.expand_fov import FovSource, Margins, plan_tiles, write_expanded
+from ..pipelines.expand_fov import VIDEO_SUFFIXES, FovSource, Margins, expand_video, plan_tiles, write_expanded
 from ..utils.io import write_json
 from .common import ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, console, emit_json, reports_errors, setup
 
@@ -60,6 +60,9 @@ def expand_fov(
     torch_device = resolve_device(cfg["device"])
     out = Path(cfg["outdir"])
 
+    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in inputs):
+        _expand_clip(inputs, cfg, margins, edits or [], directions or [], out, torch_device, ctx.json)
+        return
     photos = [p for p in inputs if p.suffix.lower() in IMAGE_SUFFIXES]
     if photos and latent is None:
         sources, generator = _invert_photos(photos, cfg, out, torch_device, ctx.json)
@@ -97,6 +100,30 @@ def expand_fov(
             console.print(f"[red]failed[/] {item['name']}: {item['error']}")
     if failed:
         raise typer.Exit(1)
+
+
+def _expand_clip(inputs, cfg, margins, edits, directions, out: Path, device, quiet: bool) -> None:
+    """Video mode: reuse (or first compute) the video pipeline's stages in --outdir, then expand each frame."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from .video import RichReporter, settings_from_config
+
+    if len(inputs) != 1:
+        raise SgtoolError("give one video at a time to expand-fov")
+    if not cfg.get("encoder"):
+        raise SgtoolError("--encoder is required for a video: its frames are inverted (and cached) first")
+    video_cfg = load_config("video")
+    video_cfg.update(edits=list(edits), directions=list(directions), device=str(device), outputs=["output"])
+    settings = settings_from_config(video_cfg)
+    columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        record = expand_video(inputs[0], out, cfg["encoder"], settings, margins, network=cfg.get("network"),
+                              reporter=RichReporter(progress), overlap=float(cfg["overlap"]),
+                              feather=cfg.get("feather"))
+    if quiet:
+        emit_json(record)
+    else:
+        console.print(f"wrote {record['video']} ({record['frames']} frames, {record['size'][0]}x{record['size'][1]})")
 
 
 def _require_stylegan3(generator) -> None:

@@ -168,3 +168,65 @@ def write_expanded(generator, source: FovSource, margins: Margins, outdir, overl
     return {"name": source.name, "image": str(image_path), "tile_transforms": str(transforms_path),
             "tile_offsets": [list(t.offset) for t in tiles], "size": [int(canvas.shape[2]), int(canvas.shape[1])],
             "unaligned": source.base_transform is not None}
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+
+
+def expand_video(source, outdir, encoder, settings, margins: Margins, network=None, reporter=None,
+                 overlap: float = 0.5, feather: int | None = None) -> dict:
+    """Expand every frame of a clip: the video pipeline's cached tracking, alignment, inversion,
+    smoothing (and tuning) in `outdir` are reused; each frame's smoothed latent is rendered with
+    its smoothed landmarks transform on the wider canvas; edits (with their ramp) apply first.
+    Writes `outdir/fov.mp4` (source fps, audio kept)."""
+    import os
+    from pathlib import Path
+
+    from ..editing.directions import apply_edits
+    from ..utils.io import to_uint8, write_json
+    from .video import VideoPipeline
+    from .video_io import VideoWriter, mux_audio
+
+    pipe = VideoPipeline(source, outdir, encoder, settings, network=network, reporter=reporter)
+    track = pipe.track()
+    alignment, align_key = pipe.align(track, pipe.track_key())
+    frames = len(alignment.found)
+    raw, invert_key = pipe.invert(frames, align_key)
+    latents, smooth_key = pipe.smooth_latents(raw, invert_key)
+    generator = pipe.tune(latents, alignment, smooth_key)
+    if generator.kind != "stylegan3":
+        raise SgtoolError("expand-fov needs a StyleGAN3 generator: StyleGAN2 has no input transform to translate")
+    resolution = generator.img_resolution
+    margins.check(resolution)
+    edits = pipe.prepare_edits(generator)
+    width, height = resolution + margins.left + margins.right, resolution + margins.top + margins.bottom
+    out_path = Path(outdir) / "fov.mp4"
+    writer = VideoWriter(out_path.with_name(".fov.video.mp4"), width, height, pipe.fps, crf=settings.crf,
+                         preset=settings.preset)
+    device = next(generator.parameters()).device
+    try:
+        pipe.reporter.start("expand frames", frames)
+        for t in range(frames):
+            ws = torch.from_numpy(np.array(latents[t], dtype=np.float32))[None]
+            if edits:
+                ws = ws + pipe.ramp(t) * (apply_edits(ws, edits, settings.edit_layers) - ws)
+            base = torch.from_numpy(alignment.inverse_transform[t].astype(np.float32))
+            canvas, _ = expand_fov(generator, ws.to(device), margins, base, overlap, feather)
+            writer.write(to_uint8(canvas))
+            pipe.reporter.advance()
+        pipe.reporter.finish()
+        writer.close()
+    except BaseException:
+        writer.close(ok=False)
+        raise
+    audio = None
+    if pipe.info.has_audio:
+        audio = mux_audio(writer.path, source, out_path, settings.start, frames / float(pipe.fps))
+        writer.path.unlink(missing_ok=True)
+    else:
+        os.replace(writer.path, out_path)
+    record = {"source": str(source), "video": str(out_path), "frames": frames, "fps": float(pipe.fps),
+              "size": [width, height], "margins": vars(margins), "audio": audio,
+              "edits": [{"name": e.name, "strength": e.strength} for e in edits], "stages": pipe.stages}
+    write_json(record, Path(outdir) / "expand_fov_video.json")
+    return record

@@ -1,0 +1,46 @@
+"""expand-fov on a clip: the video pipeline's cached stages feed a per-frame expanded render with audio."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from test_video_clip import make_clip
+from typer.testing import CliRunner
+
+from conftest import golden_dir
+from sgtool.cli import app
+from sgtool.pipelines.video_io import audio_streams, count_frames, probe
+
+
+def test_clip_is_expanded_frame_by_frame_reusing_the_video_cache(tmp_path):
+    from sgtool.models import build_generator, save_generator
+
+    encoder = golden_dir("encoders") / "BackboneEncoder_ckpt.pt"
+    clip = make_clip(tmp_path, frames=4, size=160, jitter_px=1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        generator = build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64,
+                                                      img_channels=3, channel_base=1024, channel_max=16,
+                                                      mapping_kwargs={"num_layers": 2}))
+    network = save_generator(generator, tmp_path / "g512.safetensors")
+    out = tmp_path / "fov"
+    args = ["expand-fov", str(clip.path), "--encoder", str(encoder), "--network", str(network), "--left", "16",
+            "--right", "16", "--top", "8", "--outdir", str(out), "--device", "cpu", "--json",
+            "--set", "overlap=0.5"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    record = json.loads(first.stdout)
+    video = out / "fov.mp4"
+    assert record["video"] == str(video) and record["size"] == [96, 72]
+    assert count_frames(video) == count_frames(clip.path) == record["frames"]
+    info = probe(video)
+    assert (info.width, info.height) == (96, 72) and info.fps == probe(clip.path).fps
+    assert audio_streams(video)
+    assert not any(stage["cached"] for stage in record["stages"].values())
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    stages = json.loads(again.stdout)["stages"]
+    assert all(stages[name]["cached"] for name in ("track", "align", "invert", "smooth"))
