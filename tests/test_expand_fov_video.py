@@ -44,3 +44,30 @@ def test_clip_is_expanded_frame_by_frame_reusing_the_video_cache(tmp_path):
     assert again.exit_code == 0, again.output
     stages = json.loads(again.stdout)["stages"]
     assert all(stages[name]["cached"] for name in ("track", "align", "invert", "smooth"))
+
+
+def test_photo_is_inverted_then_expanded(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from sgtool.models import build_generator, save_generator
+
+    encoder = golden_dir("encoders") / "BackboneEncoder_ckpt.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        generator = build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64,
+                                                      img_channels=3, channel_base=1024, channel_max=16,
+                                                      mapping_kwargs={"num_layers": 2}))
+    network = save_generator(generator, tmp_path / "g512.safetensors")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(photo)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["expand-fov", str(photo), "--encoder", str(encoder), "--network", str(network),
+                                      "--method", "encoder", "--all", "8", "--outdir", str(out), "--json",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["images"][0]
+    assert record["size"] == [80, 80] and record["unaligned"]  # align found the face: its crop is expanded
+    latent = np.load(out / "inversion" / f"{record['name']}_latent.npy")
+    assert latent.shape == (16, 512)
+    assert np.asarray(Image.open(record["image"])).shape == (80, 80, 3)
