@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench cuda-check clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# Compiles the CUDA kernels with nvcc (no GPU needed) to catch syntax and type errors.
+cuda-check: install
+	$(BIN)/python -m sgtool.kernels.cuda_check
 
 clean:
 	rm -rf demo_out bench/results .pytest_cache

@@ -1,0 +1,385 @@
+// CPU kernels: each (batch, channel) plane is resampled by one thread with polyphase loops that
+// touch only the nonzero taps and compute only the kept outputs. Inner loops are whole-row
+// update (out_row += tap * in_row) that the compiler vectorises, except the x pass of separable
+// filters (a short dot product per output over phase-grouped taps); 2-D filters without x
+// upsampling read rows split into phases so their row updates load contiguously. filtered_lrelu and its backward keep one plane's
+// intermediates in per-thread buffers instead of materialising them for the whole batch.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "sgtool_ops.h"
+
+namespace sgtool {
+namespace {
+
+struct Axis {
+    int up, down, pad0, taps, in_len, out_len;
+    std::vector<TapRange> ranges;  // per output sample
+};
+
+Axis make_axis(int in_len, int up, int down, int pad0, int pad1, int taps) {
+    Axis a{up, down, pad0, taps, in_len, upfirdn_out_len(in_len, up, down, pad0, pad1, taps), {}};
+    a.ranges.reserve(a.out_len);
+    for (int o = 0; o < a.out_len; ++o) a.ranges.push_back(tap_range(o, up, down, pad0, taps, in_len));
+    return a;
+}
+
+template <typename T>
+struct Stage {
+    Axis x, y;
+    std::vector<T> f;  // correlation taps: 1-D (separable, both axes) or fh x fw
+    int fw, fh;
+    bool separable;
+    bool y_first;
+    // Separable x taps regrouped by phase so that each output reads contiguous taps.
+    std::vector<T> xphase;
+    int xkmax;
+
+    const T* x_taps(const TapRange& r) const {
+        return xphase.data() + (r.t0 % x.up) * xkmax + r.t0 / x.up;
+    }
+};
+
+template <typename T>
+Stage<T> make_stage(const torch::Tensor& f, int in_h, int in_w, int upx, int upy, int downx, int downy, int px0,
+                    int px1, int py0, int py1) {
+    TORCH_CHECK(f.dim() == 1 || f.dim() == 2, "filter must be 1-D or 2-D");
+    auto fc = f.contiguous();
+    Stage<T> s;
+    s.separable = f.dim() == 1;
+    s.fw = s.separable ? f.size(0) : f.size(1);
+    s.fh = s.separable ? f.size(0) : f.size(0);
+    s.f.assign(fc.data_ptr<T>(), fc.data_ptr<T>() + fc.numel());
+    s.x = make_axis(in_w, upx, downx, px0, px1, s.fw);
+    s.y = make_axis(in_h, upy, downy, py0, py1, s.fh);
+    s.xkmax = (s.fw + upx - 1) / upx;
+    s.xphase.assign((size_t)upx * s.xkmax, T(0));
+    for (int t = 0; t < s.fw && s.separable; ++t) s.xphase[(t % upx) * s.xkmax + t / upx] = s.f[t];
+    // The x pass is a dot product per output, the y pass a vectorised row update: weigh the x
+    // work double and run first whichever order costs less (y first when downsampling).
+    double tx = double(s.fw) / upx, ty = double(s.fh) / upy;
+    double x_first = 2.0 * in_h * s.x.out_len * tx + double(s.y.out_len) * s.x.out_len * ty;
+    double y_first = double(s.y.out_len) * in_w * ty + 2.0 * s.y.out_len * s.x.out_len * tx;
+    s.y_first = y_first < x_first;
+    return s;
+}
+
+struct NoEpilogue {
+    template <typename T>
+    void operator()(T*, int, int) const {}
+};
+
+// Per-thread buffer for a stage's intermediate, reused across planes.
+template <typename T>
+struct Scratch {
+    std::vector<T> a;
+};
+
+template <typename T>
+T* sized(std::vector<T>& v, int64_t n) {
+    if ((int64_t)v.size() < n) v.resize(n);
+    return v.data();
+}
+
+// Resample along the row index with whole-row updates (vectorisable):
+// out row o = sum_k taps[t0 + k*up] * (in row (i0 + k) + bias); every row is `width` wide.
+template <typename T, typename Epi>
+void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, T bias, const Epi& epi) {
+    for (int o = 0; o < a.out_len; ++o) {
+        T* dst = out + (int64_t)o * width;
+        const TapRange& tr = a.ranges[o];
+        std::fill(dst, dst + width, T(0));
+        for (int k = 0; k < tr.n; ++k) {
+            const T w = taps[tr.t0 + k * a.up];
+            const T* src = in + (int64_t)(tr.i0 + k) * width;
+            if (bias == T(0)) {
+                for (int i = 0; i < width; ++i) dst[i] += w * src[i];
+            } else {
+                for (int i = 0; i < width; ++i) dst[i] += w * (src[i] + bias);
+            }
+        }
+        epi(dst, o, width);
+    }
+}
+
+// Resample along x, one dot product of contiguous taps and inputs per kept output.
+template <typename T, typename Epi>
+void pass_x(const Stage<T>& s, const T* in, int rows, T* out, T bias, const Epi& epi) {
+    const int iw = s.x.in_len, ow = s.x.out_len;
+    for (int r = 0; r < rows; ++r) {
+        const T* src = in + (int64_t)r * iw;
+        T* dst = out + (int64_t)r * ow;
+        for (int o = 0; o < ow; ++o) {
+            const TapRange& tr = s.x.ranges[o];
+            const T* fp = s.x_taps(tr);
+            const T* xp = src + tr.i0;
+            T acc = 0;
+            if (bias == T(0)) {
+                for (int k = 0; k < tr.n; ++k) acc += fp[k] * xp[k];
+            } else {
+                for (int k = 0; k < tr.n; ++k) acc += fp[k] * (xp[k] + bias);
+            }
+            dst[o] = acc;
+        }
+        epi(dst, r, ow);
+    }
+}
+
+// Non-separable filter, general case: one dot product per kept output.
+template <typename T, typename Epi>
+void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi) {
+    const int iw = s.x.in_len, ow = s.x.out_len, upx = s.x.up;
+    for (int oy = 0; oy < s.y.out_len; ++oy) {
+        const TapRange& ry = s.y.ranges[oy];
+        T* dst = out + (int64_t)oy * ow;
+        for (int ox = 0; ox < ow; ++ox) {
+            const TapRange& rx = s.x.ranges[ox];
+            T acc = 0;
+            for (int ky = 0; ky < ry.n; ++ky) {
+                const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw + rx.t0;
+                const T* src = in + (int64_t)(ry.i0 + ky) * iw + rx.i0;
+                for (int kx = 0; kx < rx.n; ++kx) acc += frow[kx * upx] * (src[kx] + bias);
+            }
+            dst[ox] = acc;
+        }
+        epi(dst, oy, ow);
+    }
+}
+
+// Non-separable filter without x upsampling (StyleGAN3-R's radial down filter): row updates per
+// tap over the outputs that tap reaches, reading rows split into `down` phases so loads are contiguous.
+template <typename T, typename Epi>
+void direct_2d_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
+    const int ih = s.y.in_len, iw = s.x.in_len, ow = s.x.out_len, down = s.x.down, pad = s.x.pad0;
+    const int pw = (iw + down - 1) / down;  // samples per phase
+    const T* rows = in;
+    int64_t row_stride = iw;
+    if (down > 1) {
+        T* split = sized(sc.a, (int64_t)ih * down * pw);
+        for (int r = 0; r < ih; ++r)
+            for (int i = 0; i < iw; ++i) split[((int64_t)r * down + i % down) * pw + i / down] = in[(int64_t)r * iw + i];
+        rows = split;
+        row_stride = (int64_t)down * pw;
+    }
+    for (int oy = 0; oy < s.y.out_len; ++oy) {
+        const TapRange& ry = s.y.ranges[oy];
+        T* dst = out + (int64_t)oy * ow;
+        std::fill(dst, dst + ow, T(0));
+        for (int ky = 0; ky < ry.n; ++ky) {
+            const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw;
+            const T* src_row = rows + (int64_t)(ry.i0 + ky) * row_stride;
+            for (int tx = 0; tx < s.fw; ++tx) {
+                // Input column of output ox under tap tx: ox*down + tx - pad, kept inside [0, iw).
+                const int lo = std::max(0, ceil_div(pad - tx, down));
+                const int hi = std::min(ow, floor_div(iw - 1 + pad - tx, down) + 1);
+                if (hi <= lo) continue;
+                const int shift = tx - pad;
+                const int phase = ((shift % down) + down) % down;
+                const T* src = src_row + (int64_t)phase * pw + floor_div(shift, down);
+                const T w = frow[tx];
+                if (bias == T(0)) {
+                    for (int ox = lo; ox < hi; ++ox) dst[ox] += w * src[ox];
+                } else {
+                    for (int ox = lo; ox < hi; ++ox) dst[ox] += w * (src[ox] + bias);
+                }
+            }
+        }
+        epi(dst, oy, ow);
+    }
+}
+
+// One plane through one stage: bias is added to every input read, epi runs on each output row.
+template <typename T, typename Epi>
+void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi) {
+    if (!s.separable) {
+        if (s.x.up == 1)
+            direct_2d_rows(s, in, out, bias, epi, sc);
+        else
+            direct_2d_scalar(s, in, out, bias, epi);
+    } else if (s.y_first) {
+        T* mid = sized(sc.a, (int64_t)s.y.out_len * s.x.in_len);
+        pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, bias, NoEpilogue{});
+        pass_x(s, mid, s.y.out_len, out, T(0), epi);
+    } else {
+        T* mid = sized(sc.a, (int64_t)s.y.in_len * s.x.out_len);
+        pass_x(s, in, s.y.in_len, mid, bias, NoEpilogue{});
+        pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, T(0), epi);
+    }
+}
+
+void check_input(const torch::Tensor& x, const char* name) {
+    TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
+    TORCH_CHECK(x.dim() == 4, name, " must be NCHW");
+}
+
+}  // namespace
+
+torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy, int px0, int px1,
+                        int py0, int py1) {
+    check_input(x, "x");
+    x = x.contiguous();
+    const int64_t planes = x.size(0) * x.size(1);
+    const int ih = x.size(2), iw = x.size(3);
+    torch::Tensor y;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_upfirdn2d", [&] {
+        auto stage = make_stage<scalar_t>(f.to(x.scalar_type()), ih, iw, upx, upy, downx, downy, px0, px1, py0, py1);
+        TORCH_CHECK(stage.x.out_len > 0 && stage.y.out_len > 0, "upfirdn2d output would be empty");
+        y = torch::empty({x.size(0), x.size(1), stage.y.out_len, stage.x.out_len}, x.options());
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        scalar_t* dst = y.data_ptr<scalar_t>();
+        const int64_t in_plane = (int64_t)ih * iw, out_plane = (int64_t)stage.y.out_len * stage.x.out_len;
+        at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+            Scratch<scalar_t> scratch;
+            for (int64_t p = begin; p < end; ++p)
+                run_stage(stage, src + p * in_plane, dst + p * out_plane, scalar_t(0), scratch, NoEpilogue{});
+        });
+    });
+    return y;
+}
+
+// Returns (y, codes); codes (uint8, one per upsampled sample) only when save_codes.
+std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor fu, torch::Tensor fd, torch::Tensor b,
+                                                  int up, int down, int px0, int px1, int py0, int py1, double gain,
+                                                  double slope, double clamp, bool save_codes) {
+    check_input(x, "x");
+    x = x.contiguous();
+    const int64_t channels = x.size(1), planes = x.size(0) * channels;
+    const int ih = x.size(2), iw = x.size(3);
+    torch::Tensor y, codes;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_filtered_lrelu", [&] {
+        auto up_stage = make_stage<scalar_t>(fu.to(x.scalar_type()), ih, iw, up, up, 1, 1, px0, px1, py0, py1);
+        const int th = up_stage.y.out_len, tw = up_stage.x.out_len;
+        TORCH_CHECK(th > 0 && tw > 0, "filtered_lrelu output would be empty");
+        auto down_stage = make_stage<scalar_t>(fd.to(x.scalar_type()), th, tw, 1, 1, down, down, 0, 0, 0, 0);
+        TORCH_CHECK(down_stage.x.out_len > 0 && down_stage.y.out_len > 0, "filtered_lrelu output would be empty");
+        y = torch::empty({x.size(0), channels, down_stage.y.out_len, down_stage.x.out_len}, x.options());
+        if (save_codes) codes = torch::empty({x.size(0), channels, th, tw}, x.options().dtype(torch::kUInt8));
+        auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
+        const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        scalar_t* dst = y.data_ptr<scalar_t>();
+        uint8_t* code_ptr = save_codes ? codes.data_ptr<uint8_t>() : nullptr;
+        const int64_t in_plane = (int64_t)ih * iw, tmp_plane = (int64_t)th * tw;
+        const int64_t out_plane = (int64_t)down_stage.y.out_len * down_stage.x.out_len;
+        const scalar_t g = gain, s = slope, c = clamp;
+        at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> tmp(tmp_plane);
+            Scratch<scalar_t> scratch;
+            std::vector<uint8_t> discard(code_ptr ? 0 : tw);
+            for (int64_t p = begin; p < end; ++p) {
+                uint8_t* plane_codes = code_ptr ? code_ptr + p * tmp_plane : nullptr;
+                auto activate = [&](scalar_t* row, int r, int width) {
+                    uint8_t* rc = plane_codes ? plane_codes + (int64_t)r * width : discard.data();
+                    for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, rc + i);
+                };
+                const scalar_t bp = bias ? bias[p % channels] : scalar_t(0);
+                run_stage(up_stage, src + p * in_plane, tmp.data(), bp, scratch, activate);
+                run_stage(down_stage, tmp.data(), dst + p * out_plane, scalar_t(0), scratch, NoEpilogue{});
+            }
+        });
+    });
+    return {y, codes};
+}
+
+// Gradient w.r.t. the input: the transposed down stage, the saved nonlinearity slope, the transposed
+// up stage. fu_t/fd_t are the forward correlation taps reversed.
+torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, torch::Tensor fu_t, torch::Tensor fd_t,
+                                      int up, int down, int px0, int px1, int py0, int py1, int in_h, int in_w,
+                                      double gain, double slope) {
+    check_input(dy, "dy");
+    dy = dy.contiguous();
+    codes = codes.contiguous();
+    const int64_t planes = dy.size(0) * dy.size(1);
+    const int oh = dy.size(2), ow = dy.size(3), th = codes.size(2), tw = codes.size(3);
+    const int fuw = fu_t.dim() == 1 ? fu_t.size(0) : fu_t.size(1), fuh = fu_t.size(0);
+    const int fdw = fd_t.dim() == 1 ? fd_t.size(0) : fd_t.size(1), fdh = fd_t.size(0);
+    torch::Tensor dx;
+    AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "sgtool_filtered_lrelu_backward", [&] {
+        auto down_t = make_stage<scalar_t>(fd_t.to(dy.scalar_type()), oh, ow, down, down, 1, 1, fdw - 1,
+                                           tw - ow * down, fdh - 1, th - oh * down);
+        auto up_t = make_stage<scalar_t>(fu_t.to(dy.scalar_type()), th, tw, 1, 1, up, up, fuw - px0 - 1,
+                                         in_w * up - tw + px0 - up + 1, fuh - py0 - 1, in_h * up - th + py0 - up + 1);
+        TORCH_CHECK(down_t.x.out_len == tw && down_t.y.out_len == th && up_t.x.out_len == in_w &&
+                        up_t.y.out_len == in_h, "filtered_lrelu backward: inconsistent shapes");
+        dx = torch::empty({dy.size(0), dy.size(1), in_h, in_w}, dy.options());
+        const scalar_t* src = dy.data_ptr<scalar_t>();
+        const uint8_t* code_ptr = codes.data_ptr<uint8_t>();
+        scalar_t* dst = dx.data_ptr<scalar_t>();
+        const int64_t out_plane = (int64_t)oh * ow, tmp_plane = (int64_t)th * tw, in_plane = (int64_t)in_h * in_w;
+        const scalar_t g = gain, s = slope;
+        at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> tmp(tmp_plane);
+            Scratch<scalar_t> scratch;
+            for (int64_t p = begin; p < end; ++p) {
+                const uint8_t* plane_codes = code_ptr + p * tmp_plane;
+                auto chain = [&](scalar_t* row, int r, int width) {
+                    const uint8_t* rc = plane_codes + (int64_t)r * width;
+                    for (int i = 0; i < width; ++i) row[i] *= lrelu_grad(rc[i], g, s);
+                };
+                run_stage(down_t, src + p * out_plane, tmp.data(), scalar_t(0), scratch, chain);
+                run_stage(up_t, tmp.data(), dst + p * in_plane, scalar_t(0), scratch, NoEpilogue{});
+            }
+        });
+    });
+    return dx;
+}
+
+// x viewed as [outer, channels, inner]; b has `channels` entries or none.
+torch::Tensor bias_act_forward(torch::Tensor x, torch::Tensor b, int64_t inner, int act, double alpha, double gain,
+                               double clamp) {
+    TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor");
+    x = x.contiguous();
+    auto y = torch::empty_like(x);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_bias_act", [&] {
+        auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
+        const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
+        const int64_t channels = b.numel();
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        scalar_t* dst = y.data_ptr<scalar_t>();
+        const scalar_t a = alpha, g = gain, c = clamp;
+        at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                scalar_t v = bias ? src[i] + bias[(i / inner) % channels] : src[i];
+                dst[i] = bias_act_value(act, v, a, g, c);
+            }
+        });
+    });
+    return y;
+}
+
+torch::Tensor bias_act_backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, int64_t inner, int act,
+                                double alpha, double gain, double clamp) {
+    dy = dy.contiguous();
+    x = x.contiguous();
+    auto dx = torch::empty_like(x);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_bias_act_backward", [&] {
+        auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
+        const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
+        const int64_t channels = b.numel();
+        const scalar_t* src = x.data_ptr<scalar_t>();
+        const scalar_t* grad = dy.data_ptr<scalar_t>();
+        scalar_t* dst = dx.data_ptr<scalar_t>();
+        const scalar_t a = alpha, g = gain, c = clamp;
+        at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                scalar_t v = bias ? src[i] + bias[(i / inner) % channels] : src[i];
+                dst[i] = grad[i] * bias_act_grad(act, v, a, g, c);
+            }
+        });
+    });
+    return dx;
+}
+
+}  // namespace sgtool
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("upfirdn2d", &sgtool::upfirdn2d);
+    m.def("filtered_lrelu_forward", &sgtool::filtered_lrelu_forward);
+    m.def("filtered_lrelu_backward", &sgtool::filtered_lrelu_backward);
+    m.def("bias_act_forward", &sgtool::bias_act_forward);
+    m.def("bias_act_backward", &sgtool::bias_act_backward);
+}
