@@ -1,0 +1,138 @@
+"""`sgtool models list|download|path|verify`: the registry of public checkpoints and the local cache."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .. import hub
+from ..errors import SgtoolError
+from ..hub.cache import read_record
+from .common import JsonOpt, console, emit_json, reports_errors
+
+models_app = typer.Typer(
+    name="models",
+    help="List, download and verify public checkpoints (StyleGAN3/2 generators, encoders, directions, backbones).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (also SGTOOL_OFFLINE=1).")]
+KindOpt = Annotated[Optional[str], typer.Option("--kind", help="Only generator, encoder, direction or backbone.")]
+
+
+def _entries(kind: str | None) -> list[hub.ModelEntry]:
+    if kind is not None and kind not in hub.KINDS:
+        raise SgtoolError(f"--kind must be one of {', '.join(hub.KINDS)}, got {kind!r}")
+    return [e for e in hub.load_registry().values() if kind is None or e.kind == kind]
+
+
+def _size_text(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+@models_app.command("list")
+@reports_errors
+def list_models(kind: KindOpt = None, json_out: JsonOpt = False):
+    """Show every registry name, what it is, and whether it is in the cache."""
+    rows = []
+    for entry in _entries(kind):
+        path = hub.cached_path(entry)
+        cached = path.is_file()
+        rows.append({**entry.to_dict(), "cached": cached, "path": str(path),
+                     "cached_size": path.stat().st_size if cached else None})
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title=f"models ({hub.registry_path()}), cache: {hub.models_dir()}", title_justify="left")
+    for column in ("name", "kind", "cached", "description", "used by"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cached = f"[green]yes[/] {_size_text(row['cached_size'])}" if row["cached"] else "[dim]no[/]"
+        table.add_row(row["name"], row["kind"], cached, row["description"], ", ".join(row["used_by"]))
+    console.print(table)
+    console.print("Licences: `sgtool models list --json` (most weights are non-commercial). "
+                  "Fetch one with `sgtool models download NAME`.")
+
+
+@models_app.command("download")
+@reports_errors
+def download(
+    names: Annotated[list[str], typer.Argument(help="Registry names (see `sgtool models list`).")],
+    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    offline: OfflineOpt = False,
+    json_out: JsonOpt = False,
+):
+    """Download checkpoints into the cache (resumable; size and SHA-256 checked before they are kept)."""
+    entries = [hub.get_entry(name) for name in names]  # every name checked before any download starts
+    results, failures = [], []
+    for entry in entries:
+        try:
+            path = hub.ensure_model(entry, offline=True if offline else None, force=force,
+                                    progress=False if json_out else None)
+        except SgtoolError as exc:
+            if len(entries) == 1:
+                raise
+            failures.append(exc)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            results.append({"name": entry.name, "status": "failed", "error": str(exc)})
+            continue
+        results.append({"name": entry.name, "status": "ok", "path": str(path),
+                        "sha256": (read_record(entry) or {}).get("sha256"),
+                        "licence": entry.licence})
+        if not json_out:
+            console.print(f"[green]ok[/] {entry.name} -> {path}", highlight=False)
+    if json_out:
+        emit_json(results)
+    if failures:
+        raise typer.Exit(2 if len(failures) == len(entries) else 1)
+
+
+@models_app.command("path")
+@reports_errors
+def path(name: Annotated[str, typer.Argument(help="Registry name.")]):
+    """Print where NAME lives in the cache (exit 1, with a hint on stderr, if it is not downloaded yet)."""
+    entry = hub.get_entry(name)
+    target = hub.cached_path(entry)
+    typer.echo(str(target))
+    if not target.is_file():
+        console.print(f"{entry.name} is not downloaded yet: `sgtool models download {entry.name}`", highlight=False)
+        raise typer.Exit(1)
+
+
+@models_app.command("verify")
+@reports_errors
+def verify(
+    name: Annotated[Optional[str], typer.Argument(help="Registry name; all cached models when omitted.")] = None,
+    json_out: JsonOpt = False,
+):
+    """Re-hash cached checkpoints against the published SHA-256 or the one recorded at first download."""
+    entries = [hub.get_entry(name)] if name else _entries(None)
+    results = [hub.verify_model(entry) for entry in entries]
+    if name and results[0]["status"] == "missing":
+        raise SgtoolError(f"{name} is not downloaded ({results[0]['path']}); `sgtool models download {name}`")
+    if json_out:
+        emit_json(results)
+    else:
+        styles = {"ok": "green", "recorded": "cyan", "mismatch": "bold red"}
+        for result in results:
+            if result["status"] == "missing":
+                continue
+            note = {"ok": f"matches the {result.get('basis')} SHA-256",
+                    "recorded": "no published SHA-256: this file's hash is now the reference",
+                    "mismatch": result.get("problem", "")}[result["status"]]
+            console.print(f"[{styles[result['status']]}]{result['status']}[/] {result['name']}: {note}",
+                          highlight=False, soft_wrap=True)
+        if not any(r["status"] != "missing" for r in results):
+            console.print("nothing is cached yet; `sgtool models download NAME`")
+    if any(r["status"] == "mismatch" for r in results):
+        console.print("re-download a broken file with `sgtool models download NAME --force`")
+        raise typer.Exit(1)
