@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from . import __version__
+from .commands.align import align
+from .commands.convert import convert
+from .commands.edit import edit
+from .commands.expand_fov import expand_fov
 from .commands.generate import generate
 from .commands.info import info
+from .commands.invert import invert
+from .commands.merge_manifests import merge_manifests
+from .commands.models import models_app
+from .commands.tune import tune
+from .commands.video import video
 
 app = typer.Typer(
     name="sgtool",
@@ -18,6 +29,15 @@ app = typer.Typer(
 )
 app.command("generate")(generate)
 app.command("info")(info)
+app.add_typer(models_app, name="models")
+app.command("merge-manifests")(merge_manifests)
+app.command("align")(align)
+app.command("invert")(invert)
+app.command("edit")(edit)
+app.command("tune")(tune)
+app.command("video")(video)
+app.command("convert")(convert)
+app.command("expand-fov")(expand_fov)
 
 
 def _version(value: bool):
@@ -28,8 +48,12 @@ def _version(value: bool):
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
+                                       help="Print the version and exit."),
+          offline: bool = typer.Option(False, "--offline", help="Never download: registry names must already "
+                                       "be in the cache (same as SGTOOL_OFFLINE=1).")):
     """Invert and edit real photos and videos with StyleGAN3 and StyleGAN2."""
+    if offline:
+        os.environ["SGTOOL_OFFLINE"] = "1"
 
 
 def main() -> None:

@@ -25,23 +25,36 @@ def hub_checkpoint_path(url: str) -> Path:
 def ensure_hub_file(url: str) -> Path:
     """Make sure torchvision's cache holds `url`'s file: download it unless SGTOOL_OFFLINE=1.
 
-    Failure is one line naming the file, the URL and where to put it.
+    Registry files (`sgtool models download lpips-vgg`) come through sgtool's verified model
+    cache, which also serves them offline. Failure is one line naming the file, the URL and
+    where to put it.
     """
+    from .hub import cached_path, copy_into, entry_for_url, is_offline
+
     path = hub_checkpoint_path(url)
     if path.is_file():
         return path
+    entry = entry_for_url(url)
+    if entry is not None and cached_path(entry).is_file():
+        return copy_into(entry, path)
     reason = "SGTOOL_OFFLINE is set"
-    if os.environ.get("SGTOOL_OFFLINE", "") not in ("1", "true", "yes"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        try:
-            torch.hub.download_url_to_file(url, str(tmp), progress=False)
-            os.replace(tmp, path)
-            return path
-        except Exception as exc:  # any network failure ends in the same advice
-            reason = f"download failed: {type(exc).__name__}"
-        finally:
-            tmp.unlink(missing_ok=True)
+    if not is_offline():
+        if entry is not None:  # resumable, checksum-verified, locked download
+            try:
+                return copy_into(entry, path)
+            except SgtoolError as exc:
+                reason = f"download failed: {type(exc).__name__}"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            try:
+                torch.hub.download_url_to_file(url, str(tmp), progress=False)
+                os.replace(tmp, path)
+                return path
+            except Exception as exc:  # any network failure ends in the same advice
+                reason = f"download failed: {type(exc).__name__}"
+            finally:
+                tmp.unlink(missing_ok=True)
     raise SgtoolError(f"pretrained weights {path.name} are missing ({reason}); download {url} and place it at "
                       f"{path} (or set TORCH_HOME to the folder that holds hub/checkpoints/{path.name})")
 

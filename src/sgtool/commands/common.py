@@ -23,6 +23,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
 KernelsOpt = Annotated[Optional[str], typer.Option("--kernels", help="Op backend: auto, ref or jit.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable results on stdout.")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="Process only shard K of N of the inputs (K/N, from 1); join the shards' manifests with "
+                    "`sgtool merge-manifests`.")]
 
 
 @dataclass

@@ -23,9 +23,11 @@ from ..pipelines.edit import (
     train_boundary_from_csv,
 )
 from ..pipelines.generate import seed_to_z
+from ..utils.batch import parse_shard, select_shard, shard_file_name, write_manifest
 from ..utils.io import write_json
 from ..utils.parsing import parse_int_list
-from .common import ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, console, emit_json, reports_errors, setup
+from .common import (ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, ShardOpt, console, emit_json, reports_errors,
+                     setup)
 
 ListOpt = Optional[list[str]]
 
@@ -52,6 +54,7 @@ def edit(
                                                            "an InterFaceGAN boundary.")] = None,
     step: Annotated[Optional[int], typer.Option("--step", help="Step of a multi-step latents dict (-1 = last).")] = None,
     outdir: Annotated[Optional[Path], typer.Option("--outdir", "-o", help="Output directory.")] = None,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
@@ -108,6 +111,11 @@ def edit(
 
     if not latents:
         raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
+    shard_spec = parse_shard(shard)
+    if shard_spec is not None and sweep:
+        raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")
+    all_latents, latents = latents, select_shard(latents, shard_spec)
+    summary_name = shard_file_name("edits.json", shard_spec)
     registry = DirectionRegistry.from_config(cfg)
     extra = [f"{k}={v}" for k, v in (cfg.get("extra_directions") or {}).items()] + list(directions or [])
     hint = generator_hint(cfg["network"], generator)
@@ -129,19 +137,35 @@ def edit(
                             on_item=lambda label: progress.update(task, advance=1, description=label))
     summary = {"network": str(cfg["network"]), "direction_set": registry.set_for(generator, hint),
                "config": {**cfg, "outdir": str(out), "edits": edits or [], "styles": styles or [],
-                          "directions_given": extra, "sweep": sweep, "latents": [str(p) for p in latents]},
+                          "directions_given": extra, "sweep": sweep, "latents": [str(p) for p in all_latents]},
                "items": outcome.items, "failures": outcome.failures, "grid": outcome.grid,
                "animations": outcome.animations}
-    write_json(summary, out / "edits.json")
+    write_json(summary, out / summary_name)
+    if shard_spec is not None:
+        summary["manifest"] = str(write_manifest(out, "edit", shard_spec, _manifest_items(latents, outcome),
+                                                 inputs_total=len(all_latents), summary_file="edits.json"))
     for failure in outcome.failures:
         console.print(f"[red]failed:[/] {failure['error']}", highlight=False, soft_wrap=True)
     if ctx.json:
         emit_json(summary)
     else:
         extra_out = f", grid {outcome.grid}" if outcome.grid else ""
-        console.print(f"edited {len(outcome.items)} latent(s) into {out}/{extra_out} (record: {out / 'edits.json'})")
+        console.print(f"edited {len(outcome.items)} latent(s) into {out}/{extra_out} (record: {out / summary_name})")
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def _manifest_items(latents, outcome) -> list[dict]:
+    """One manifest record per latent file: failed if any of its entries failed."""
+    errors: dict[str, list[str]] = {}
+    for failure in outcome.failures:
+        errors.setdefault(failure["input"], []).append(failure["error"])
+    outputs: dict[str, list[str]] = {}
+    for item in outcome.items:
+        outputs.setdefault(item["input"], []).extend(
+            item[k] for k in ("image", "latent", "styles", "animation") if item.get(k))
+    return [{"input": str(p), "status": "failed", "error": "; ".join(errors[str(p)])} if str(p) in errors
+            else {"input": str(p), "status": "ok", "outputs": outputs.get(str(p), [])} for p in latents]
 
 
 def _pct(value) -> str:

@@ -123,6 +123,7 @@ def _load_nvidia_pickle(path: Path):
     kwargs.update(dict(zip(_POSITIONAL, plain(list(record.init_args)))))
     generator = build_generator(kind, kwargs)
     load_state(generator, record_state_dict(record), str(path))
+    generator.layout = "nvidia-pkl"
     return generator
 
 
@@ -138,9 +139,6 @@ def _torch_load(path: Path):
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
-        if "g_ema" in obj:
-            raise CheckpointError(f"{path} is a rosinality-layout StyleGAN2 checkpoint, which this version "
-                                  "cannot load; convert it to an NVIDIA pickle first")
         if any(str(k).startswith("encoder.") for k in obj.get("state_dict", {}) or {}):
             raise CheckpointError(f"{path} is an encoder checkpoint, not a generator; pass it as --encoder")
         for key in ("G_ema", "state_dict", "generator"):
@@ -151,6 +149,38 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
         if tensors and any(k.startswith(("mapping.", "synthesis.")) for k in tensors):
             return tensors
     raise CheckpointError(f"{path} is not a generator state dict (no mapping.*/synthesis.* tensors)")
+
+
+def _rosinality_parts(obj):
+    """(state, latent_avg) of a rosinality-layout generator: a `g_ema` file, a bare rosinality state dict,
+    or the `decoder.*` weights embedded in an e4e/pSp/HyperStyle checkpoint; None for other layouts."""
+    from .rosinality import is_rosinality_state
+
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("g_ema"), dict):
+        return obj["g_ema"], obj.get("latent_avg")
+    if is_rosinality_state(obj):
+        return obj, None
+    inner = obj.get("state_dict")
+    if isinstance(inner, dict) and "decoder.input.input" in inner:
+        decoder = {k[len("decoder."):]: v for k, v in inner.items() if str(k).startswith("decoder.")}
+        if is_rosinality_state(decoder):
+            return decoder, obj.get("latent_avg")
+    return None
+
+
+def _generator_from_torch_object(obj, path: Path, arch):
+    from .rosinality import generator_from_rosinality
+
+    rosinality = _rosinality_parts(obj)
+    if rosinality is not None:
+        state, latent_avg = rosinality
+        latent_avg = latent_avg if isinstance(latent_avg, torch.Tensor) else None
+        return generator_from_rosinality(state, latent_avg, source=str(path))
+    generator = generator_from_state_dict(_unwrap_state_dict(obj, path), arch, str(path))
+    generator.layout = "nvidia-state-dict"
+    return generator
 
 
 def _count_indexed(state, pattern) -> int:
@@ -284,12 +314,15 @@ def _load_sgtool(path: Path):
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); write it again") from None
     if meta.get("format") != SGTOOL_FORMAT:
         # A plain safetensors state dict (e.g. converted elsewhere): infer the architecture.
-        return generator_from_state_dict(state, source=str(path))
+        generator = generator_from_state_dict(state, source=str(path))
+        generator.layout = "nvidia-state-dict"
+        return generator
     if meta.get("version") != SGTOOL_FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer sgtool (format version {meta.get('version')}); "
                               "upgrade sgtool")
     generator = build_generator(meta["kind"], json.loads(meta["init_kwargs"]))
     load_state(generator, state, str(path))
+    generator.layout = "sgtool"
     generator.extra_metadata = json.loads(meta.get("extra", "{}"))
     return generator
 
@@ -300,6 +333,7 @@ def load_generator(path, device="cpu", arch: str | dict | None = None) -> nn.Mod
     Returns the network in eval mode with gradients off, on `device`, exposing NVIDIA's
     interface: z_dim, c_dim, w_dim, num_ws, img_resolution, mapping(...), synthesis(...).
     """
+    from ..hub import is_registry_reference, resolve_checkpoint
     from .builtin import BUILTIN_GENERATORS, build_builtin
 
     path_str = str(path)
@@ -307,16 +341,18 @@ def load_generator(path, device="cpu", arch: str | dict | None = None) -> nn.Mod
         generator = build_builtin(path_str)
     else:
         path = Path(path)
+        if is_registry_reference(path_str):
+            path = resolve_checkpoint(path_str, kind="generator")  # a registry name: cached or downloaded
         if not path.exists():
-            raise CheckpointError(f"{path} does not exist; give a checkpoint file or a built-in model "
-                                  f"({', '.join(BUILTIN_GENERATORS)})")
+            raise CheckpointError(f"{path} does not exist; give a checkpoint file, a registry name "
+                                  f"(`sgtool models list`) or a built-in model ({', '.join(BUILTIN_GENERATORS)})")
         if path.is_dir():
             raise CheckpointError(f"{path} is a directory; give the checkpoint file inside it")
         fmt = _sniff(path)
         if fmt == "safetensors":
             generator = _load_sgtool(path)
         elif fmt == "torch-zip":
-            generator = generator_from_state_dict(_unwrap_state_dict(_torch_load(path), path), arch, str(path))
+            generator = _generator_from_torch_object(_torch_load(path), path, arch)
         else:
             generator = _load_pickle_or_legacy_torch(path, arch)
     generator.source = path_str
@@ -328,7 +364,7 @@ def _load_pickle_or_legacy_torch(path: Path, arch):
         head = f.read(64)
     # Legacy (non-zip) torch.save files start with a pickled magic number.
     if head[:2] == b"\x80\x02" and b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19" in head:
-        return generator_from_state_dict(_unwrap_state_dict(_torch_load(path), path), arch, str(path))
+        return _generator_from_torch_object(_torch_load(path), path, arch)
     return _load_nvidia_pickle(path)
 
 
@@ -336,6 +372,7 @@ def describe_generator(generator: nn.Module) -> dict:
     """Facts `sgtool info` reports."""
     info = {
         "kind": generator.kind,
+        "layout": getattr(generator, "layout", "builtin" if getattr(generator, "is_test_model", False) else None),
         "config": generator.config_name,
         "resolution": generator.img_resolution,
         "img_channels": generator.img_channels,

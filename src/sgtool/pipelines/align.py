@@ -432,12 +432,14 @@ def align_paths(paths: Iterable[str | os.PathLike], outdir: str | os.PathLike, s
                 recipe: str = "ffhq", max_faces: int | None = None, min_face_size: float = DEFAULT_MIN_FACE,
                 supersample: int = 4, padding: bool = True, skip_existing: bool = False,
                 finder: FaceFinder | None = None,
-                on_source: Callable[[Path, list[dict], str | None], None] | None = None) -> dict:
+                on_source: Callable[[Path, list[dict], str | None], None] | None = None,
+                summary_name: str = "alignment.json") -> dict:
     """Align every face of every input, writing NAME_faceK_{aligned,crop}.png and alignment.json in outdir.
 
     Returns {"config", "faces", "failures"} as written to alignment.json (rewritten after each input, so an
     interrupted run leaves a valid file; with skip_existing, inputs whose recorded outputs exist are kept).
-    `on_source(path, records, error)` is called after each input.
+    `on_source(path, records, error)` is called after each input. `summary_name` replaces alignment.json
+    (a `--shard` run writes alignment-shardKofN.json so that shards sharing `outdir` keep their own).
     """
     _check_size(size)
     if recipe not in RECIPES:
@@ -446,7 +448,7 @@ def align_paths(paths: Iterable[str | os.PathLike], outdir: str | os.PathLike, s
         raise SgtoolError(f"--max-faces must be at least 1, got {max_faces}")
     sources = expand_inputs(paths)
     outdir = Path(outdir)
-    json_path = outdir / "alignment.json"
+    json_path = outdir / summary_name
     config = {"size": int(size), "recipe": recipe, "max_faces": max_faces, "min_face_size": min_face_size,
               "supersample": int(supersample), "padding": bool(padding)}
     previous = _previous_records(json_path, config) if skip_existing else {}

@@ -1,0 +1,136 @@
+"""Reading encoder checkpoints safely and turning them into inverters.
+
+Encoder checkpoints (pSp / e4e / ReStyle trainers) are `torch.save`d dicts: `state_dict` with
+`encoder.*` (and usually `decoder.*`) tensors, `opts` (the training options, which may hold
+pathlib paths) and `latent_avg`. They are read with weights_only=True, admitting only the
+pathlib classes; nothing in the file can run code.
+
+Which inverter a checkpoint becomes is decided by a registry of families tried in order:
+each has a `matches(checkpoint)` test (on opts["encoder_type"] and the decoder's layout) and a
+`build(checkpoint, device, network)` factory. More families (e.g. StyleGAN2 encoders) are added
+with `register_encoder_family`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ...errors import CheckpointError
+
+# Classes a trainer's `opts` may legitimately hold; nothing else is admitted by the unpickler.
+SAFE_OPTS_CLASSES = [pathlib.PosixPath, pathlib.WindowsPath]
+
+
+@dataclass
+class EncoderCheckpoint:
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    opts: dict
+    latent_avg: torch.Tensor | None
+    extra: dict = field(default_factory=dict)
+
+    def part(self, prefix: str, drop: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """The tensors under `prefix.` with the prefix removed (minus the names in `drop`)."""
+        cut = len(prefix) + 1
+        return {k[cut:]: v for k, v in self.state_dict.items() if k.startswith(prefix + ".") and k[cut:] not in drop}
+
+    @property
+    def encoder_type(self) -> str | None:
+        value = self.opts.get("encoder_type")
+        return str(value) if value is not None else None
+
+
+def read_encoder_checkpoint(path) -> EncoderCheckpoint:
+    """Load an encoder checkpoint without executing anything it contains."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"encoder checkpoint {path} does not exist; pass the .pt file with --encoder")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the encoder .pt file inside it")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f"{path} is empty; download it again")
+    if b"<html" in head.lower() or head.lstrip().lower().startswith(b"<!doctype"):
+        raise CheckpointError(f"{path} is an HTML page, not a checkpoint (a failed download); download it again")
+    if head[:1] == b"\x80" and not head.startswith(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"):
+        raise CheckpointError(f"{path} is a network pickle, not an encoder checkpoint; pass it as --network")
+    try:
+        with torch.serialization.safe_globals(SAFE_OPTS_CLASSES):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it references {found.group(1)}" if found else "it holds objects other than tensors and options"
+        raise CheckpointError(f"refusing to load {path}: {what}, which could run code; only tensors, plain "
+                              "values and paths are read from encoder checkpoints") from None
+    except NotImplementedError:
+        # Python refuses to build a WindowsPath on POSIX (and vice versa).
+        raise CheckpointError(f"{path} was saved on another operating system (its options hold "
+                              f"{'Windows' if os.name != 'nt' else 'POSIX'} paths) and cannot be read here") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({str(exc).splitlines()[0]}); download it again") \
+            from None
+    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not an encoder checkpoint (expected a dict with 'state_dict' and 'opts')")
+    state = {str(k): v for k, v in data["state_dict"].items() if isinstance(v, torch.Tensor)}
+    if not any(k.startswith(("encoder.", "hypernet.")) for k in state):  # hypernet.*: HyperStyle
+        if any(k.startswith(("mapping.", "synthesis.")) for k in state):
+            raise CheckpointError(f"{path} is a generator, not an encoder checkpoint; pass it as --network")
+        raise CheckpointError(f"{path} holds no encoder weights (no encoder.* tensors)")
+    opts = data.get("opts")
+    if not isinstance(opts, dict):
+        raise CheckpointError(f"{path} has no training options ('opts'); cannot tell which encoder it is")
+    latent_avg = data.get("latent_avg")
+    if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
+        raise CheckpointError(f"{path}: 'latent_avg' is not a tensor")
+    extra = {k: v for k, v in data.items() if k not in ("state_dict", "opts", "latent_avg")}
+    return EncoderCheckpoint(path=path, state_dict=state, opts=dict(opts), latent_avg=latent_avg, extra=extra)
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with one readable line on mismatch. Aliased/strided tensors are copied, never kept."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    wrong = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if names:
+                parts.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
+        raise CheckpointError(f"{source} does not match its architecture ({'; '.join(parts)})")
+    module.load_state_dict(state, strict=True)
+
+
+@dataclass
+class EncoderFamily:
+    name: str
+    matches: Callable[[EncoderCheckpoint], bool]
+    build: Callable[..., nn.Module]  # (checkpoint, device, network) -> inverter
+
+
+ENCODER_FAMILIES: list[EncoderFamily] = []
+
+
+def register_encoder_family(name: str, matches, build, first: bool = False) -> None:
+    family = EncoderFamily(name, matches, build)
+    ENCODER_FAMILIES.insert(0, family) if first else ENCODER_FAMILIES.append(family)
+
+
+def build_inverter(checkpoint: EncoderCheckpoint, device="cpu", network=None):
+    for family in ENCODER_FAMILIES:
+        if family.matches(checkpoint):
+            return family.build(checkpoint, device=device, network=network)
+    known = sorted({t for f in ENCODER_FAMILIES for t in getattr(f.matches, "encoder_types", ())})
+    raise CheckpointError(f"{checkpoint.path}: encoder_type {checkpoint.encoder_type!r} is not supported"
+                          + (f" (supported: {', '.join(known)})" if known else ""))

@@ -1,0 +1,123 @@
+"""ReStyle encoders (pSp and e4e variants) as released for StyleGAN3 by stylegan3-editing.
+
+Each maps a 6-channel input (target image + current reconstruction, 256x256 in [-1, 1]) to a
+residual W+ code [B, n_styles, 512]: every style comes from the backbone's final 16x16 feature map
+through its own map-to-style block. The pSp variant predicts every style independently; the e4e
+variant predicts one base code plus per-style offsets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .backbones import ir_body, ir_input_layer, resnet34_body
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with the weight scale applied at run time (rosinality's StyleGAN2 naming)."""
+
+    def __init__(self, in_dim: int, out_dim: int, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.scale, bias=self.bias * self.lr_mul)
+
+
+class MapToStyle(nn.Module):
+    """Strided 3x3 convs down to 1x1, then an EqualLinear: one 512-d style from a feature map."""
+
+    def __init__(self, in_channels: int = 512, out_channels: int = 512, spatial: int = 16):
+        super().__init__()
+        self.out_channels = out_channels
+        layers = []
+        for i in range(int(math.log2(spatial))):
+            layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, 2, 1), nn.LeakyReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.linear = EqualLinear(out_channels, out_channels)
+
+    def forward(self, x):
+        return self.linear(self.convs(x).reshape(-1, self.out_channels))
+
+
+class _StyleHeads(nn.Module):
+    """Shared parts: a backbone to a 16x16x512 map, then one MapToStyle per style."""
+
+    progressive = False
+
+    def __init__(self, n_styles: int):
+        super().__init__()
+        self.style_count = n_styles
+        self.styles = nn.ModuleList(MapToStyle(512, 512, 16) for _ in range(n_styles))
+
+    def features(self, x):
+        raise NotImplementedError
+
+    def forward(self, x):
+        feats = self.features(x)
+        if not self.progressive:
+            return torch.stack([head(feats) for head in self.styles], dim=1)
+        # e4e: a base code copied to every style, each later style adds its own offset.
+        base = self.styles[0](feats)
+        codes = base.unsqueeze(1).repeat(1, self.style_count, 1)
+        for i in range(1, self.style_count):
+            codes[:, i] += self.styles[i](feats)
+        return codes
+
+
+class _IRSEStyleEncoder(_StyleHeads):
+    def __init__(self, n_styles: int = 16, input_nc: int = 6, num_layers: int = 50, squeeze_excite: bool = True):
+        super().__init__(n_styles)
+        self.input_layer = ir_input_layer(input_nc)
+        self.body = ir_body(num_layers, squeeze_excite)
+
+    def features(self, x):
+        return self.body(self.input_layer(x))
+
+
+class _ResNetStyleEncoder(_StyleHeads):
+    def __init__(self, n_styles: int = 16, input_nc: int = 6):
+        super().__init__(n_styles)
+        self.conv1 = nn.Conv2d(input_nc, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.PReLU(64)
+        self.body = resnet34_body()
+
+    def features(self, x):
+        return self.body(self.relu(self.bn1(self.conv1(x))))
+
+
+class BackboneEncoder(_IRSEStyleEncoder):
+    """ReStyle-pSp over IR-SE50."""
+
+
+class ProgressiveBackboneEncoder(_IRSEStyleEncoder):
+    """ReStyle-e4e over IR-SE50."""
+
+    progressive = True
+
+
+class ResNetBackboneEncoder(_ResNetStyleEncoder):
+    """ReStyle-pSp over ResNet-34."""
+
+
+class ResNetProgressiveBackboneEncoder(_ResNetStyleEncoder):
+    """ReStyle-e4e over ResNet-34."""
+
+    progressive = True
+
+
+# The checkpoint's `opts["encoder_type"]` -> module class (and which family it belongs to).
+RESTYLE_ENCODERS = {
+    "BackboneEncoder": ("psp", BackboneEncoder),
+    "ResNetBackboneEncoder": ("psp", ResNetBackboneEncoder),
+    "ProgressiveBackboneEncoder": ("e4e", ProgressiveBackboneEncoder),
+    "ResNetProgressiveBackboneEncoder": ("e4e", ResNetProgressiveBackboneEncoder),
+}
