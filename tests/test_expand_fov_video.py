@@ -9,21 +9,17 @@ import torch
 from test_video_clip import make_clip
 from typer.testing import CliRunner
 
-from conftest import golden_dir
+from conftest import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
 from sgtool.pipelines.video_io import audio_streams, count_frames, probe
 
 
 def test_clip_is_expanded_frame_by_frame_reusing_the_video_cache(tmp_path):
-    from sgtool.models import build_generator, save_generator
+    from sgtool.models import save_generator
 
     encoder = golden_dir("encoders") / "BackboneEncoder_ckpt.pt"
     clip = make_clip(tmp_path, frames=4, size=160, jitter_px=1.0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        generator = build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64,
-                                                      img_channels=3, channel_base=1024, channel_max=16,
-                                                      mapping_kwargs={"num_layers": 2}))
+    generator = small_stylegan3_w512(0)
     network = save_generator(generator, tmp_path / "g512.safetensors")
     out = tmp_path / "fov"
     args = ["expand-fov", str(clip.path), "--encoder", str(encoder), "--network", str(network), "--left", "16",
@@ -50,14 +46,10 @@ def test_photo_is_inverted_then_expanded(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from sgtool.models import build_generator, save_generator
+    from sgtool.models import save_generator
 
     encoder = golden_dir("encoders") / "BackboneEncoder_ckpt.pt"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        generator = build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64,
-                                                      img_channels=3, channel_base=1024, channel_max=16,
-                                                      mapping_kwargs={"num_layers": 2}))
+    generator = small_stylegan3_w512(1)
     network = save_generator(generator, tmp_path / "g512.safetensors")
     photo = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).resize((256, 256)).save(photo)

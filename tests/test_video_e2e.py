@@ -15,7 +15,7 @@ import torch
 from test_video_clip import make_clip
 from typer.testing import CliRunner
 
-from conftest import golden_dir
+from conftest import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
 from sgtool.pipelines.smoothing import jitter
 from sgtool.pipelines.video_io import VideoWriter, audio_streams, count_frames, decode_frames, probe
@@ -25,16 +25,12 @@ FRAMES = 6
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from sgtool.models import build_generator, save_generator
+    from sgtool.models import save_generator
 
     encoder = golden_dir("encoders") / "BackboneEncoder_ckpt.pt"
     folder = tmp_path_factory.mktemp("video")
     clip = make_clip(folder, frames=FRAMES, size=160, jitter_px=2.0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        generator = build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64,
-                                                      img_channels=3, channel_base=1024, channel_max=16,
-                                                      mapping_kwargs={"num_layers": 2}))
+    generator = small_stylegan3_w512(0)
     network = save_generator(generator, folder / "g512.safetensors")
     direction = folder / "age.npy"
     np.save(direction, np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32))

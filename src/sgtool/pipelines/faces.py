@@ -108,7 +108,8 @@ def _square_tile(rgb: np.ndarray, x0: int, y0: int, side: int) -> tuple[np.ndarr
     return np.ascontiguousarray(window), scale
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -123,7 +124,7 @@ def merge_detections(detections: list[Detection], iou_threshold: float = 0.3) ->
         duplicate = False
         for other in kept:
             inside = np.all(np.abs(det.centre - other.centre) < 0.35 * other.size)
-            if _iou(det.box, other.box) > iou_threshold or (inside and det.size < 1.6 * other.size
+            if box_iou(det.box, other.box) > iou_threshold or (inside and det.size < 1.6 * other.size
                                                             and other.size < 1.6 * det.size):
                 duplicate = True
                 break

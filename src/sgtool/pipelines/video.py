@@ -47,6 +47,7 @@ from .align import (
     transform_between,
     transform_parameters,
 )
+from .faces import box_iou
 from .paste import MaskSettings, SelfieSegmenter, crop_to_source_matrix, head_mask, paste
 from .smoothing import Smoothing, jitter, smooth, smooth_into
 from .video_io import VideoInfo, VideoWriter, decode_frames, mux_audio, probe
@@ -234,14 +235,6 @@ def _box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(axis=0), points.max(axis=0)])
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class FaceTracker:
     """Picks the main face in each frame: `face_index` (largest first) when there is no track, then the
     face that best continues the previous one (IoU, else centre distance under half the face size)."""
@@ -260,7 +253,7 @@ class FaceTracker:
             prev = self.previous
             size = max(prev[2] - prev[0], prev[3] - prev[1])
             for box, _ in candidates:
-                iou = _iou(prev, box)
+                iou = box_iou(prev, box)
                 dist = np.hypot(*((box[:2] + box[2:]) / 2 - (prev[:2] + prev[2:]) / 2))
                 scores.append(iou if iou > 0.2 or dist < 0.5 * size else -1.0)
             pick = int(np.argmax(scores)) if scores and max(scores) >= 0 else None
