@@ -11,7 +11,8 @@ from rich.table import Table
 
 from ..models import describe_generator, load_generator
 from ..errors import SgtoolError
-from .common import ConfigOpt, JsonOpt, SetOpt, console, emit_json, reports_errors, setup
+from ..device import resolve_device
+from .common import ConfigOpt, DeviceOpt, JsonOpt, SetOpt, console, emit_json, reports_errors, setup
 
 KernelsOrReportOpt = Annotated[Optional[str], typer.Option(
     "--kernels", help="Op backend: auto, ref or jit. Without a checkpoint: report the compiled kernels "
@@ -26,17 +27,19 @@ def info(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     kernels: KernelsOrReportOpt = None,
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ):
     """Describe a generator checkpoint, or (no checkpoint, --kernels B) the op kernels on this machine."""
-    ctx = setup("info", config, set_, json_out, kernels=kernels)
+    ctx = setup("info", config, set_, json_out, device=device, kernels=kernels)
     if checkpoint is None:
         if kernels is None:
             raise SgtoolError("sgtool info: give a checkpoint to describe, or --kernels auto|ref|jit for the "
                               "kernel report")
         _report_kernels(ctx.json)
         return
-    generator = load_generator(checkpoint, device="cpu", arch=arch or ctx.config.get("arch"))
+    generator = load_generator(checkpoint, device=resolve_device(ctx.config["device"]),
+                               arch=arch or ctx.config.get("arch"))
     facts = {"checkpoint": checkpoint, **describe_generator(generator)}
     if ctx.json:
         emit_json(facts)
