@@ -47,9 +47,9 @@ def build_generator(kind: str, init_kwargs: dict) -> nn.Module:
         raise CheckpointError(f"unsupported {kind} generator options: {exc}") from None
 
 
-def load_state(generator: nn.Module, state: dict, source: str) -> None:
-    """Copy weights with strict name and shape checks, reporting mismatches in one line."""
-    ours = generator.state_dict()
+def check_state_names(module: nn.Module, state: dict, source: str, what: str = "the generator it describes") -> None:
+    """Strict name and shape check of `state` against `module`, mismatches reported in one line."""
+    ours = module.state_dict()
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))
     wrong = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
@@ -58,7 +58,12 @@ def load_state(generator: nn.Module, state: dict, source: str) -> None:
         for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if names:
                 parts.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
-        raise CheckpointError(f"{source} does not match the generator it describes ({'; '.join(parts)})")
+        raise CheckpointError(f"{source} does not match {what} ({'; '.join(parts)})")
+
+
+def load_state(generator: nn.Module, state: dict, source: str) -> None:
+    """Copy weights into a generator after a strict name and shape check."""
+    check_state_names(generator, state, source)
     generator.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError
+from ..loading import check_state_names
 
 # Classes a trainer's `opts` may legitimately hold; nothing else is admitted by the unpickler.
 SAFE_OPTS_CLASSES = [pathlib.PosixPath, pathlib.WindowsPath]
@@ -99,16 +100,7 @@ def read_encoder_checkpoint(path) -> EncoderCheckpoint:
 
 def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load with one readable line on mismatch. Aliased/strided tensors are copied, never kept."""
-    ours = module.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    wrong = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if names:
-                parts.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
-        raise CheckpointError(f"{source} does not match its architecture ({'; '.join(parts)})")
+    check_state_names(module, state, source, what="its architecture")
     module.load_state_dict(state, strict=True)
 
 
