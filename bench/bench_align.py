@@ -7,8 +7,6 @@ the full align_image time for the same input, measured in the same run.
 
 from __future__ import annotations
 
-import statistics
-import time
 
 import cv2
 import numpy as np
@@ -16,19 +14,15 @@ import skimage.data
 
 from sgtool.pipelines.align import align_image, crop_from_quad, crop_quad_from, key_points, quad_from_landmarks
 from sgtool.pipelines.faces import FaceFinder
+from timing import median_seconds
 
 SIZE = 1024
 REPEATS = 3
 MIN_FACE = 24
 
 
-def median_seconds(fn, repeats=REPEATS):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timeit(fn):
+    return median_seconds(fn, REPEATS)
 
 
 def group_photo(face: np.ndarray) -> np.ndarray:
@@ -51,11 +45,11 @@ def main():
         faces = finder.find(image, min_face_size=MIN_FACE)
         count = len(faces)
         quads = [quad_from_landmarks(*key_points(f.landmarks)) for f in faces]
-        total = median_seconds(lambda: align_image(image, size=SIZE, min_face_size=MIN_FACE, finder=finder))
-        detect = median_seconds(lambda: finder.detect(image, min_face_size=MIN_FACE))
-        mesh = median_seconds(lambda: [finder.mesh(image, d) for d in detections])
-        render = median_seconds(lambda: [crop_from_quad(image, q, SIZE) for q in quads])
-        render_crop = median_seconds(lambda: [crop_from_quad(image, crop_quad_from(q), SIZE) for q in quads])
+        total = timeit(lambda: align_image(image, size=SIZE, min_face_size=MIN_FACE, finder=finder))
+        detect = timeit(lambda: finder.detect(image, min_face_size=MIN_FACE))
+        mesh = timeit(lambda: [finder.mesh(image, d) for d in detections])
+        render = timeit(lambda: [crop_from_quad(image, q, SIZE) for q in quads])
+        render_crop = timeit(lambda: [crop_from_quad(image, crop_quad_from(q), SIZE) for q in quads])
         for stage, seconds in (("align_image (all)", total), ("  detector pyramid", detect),
                                ("  face mesh", mesh), ("  aligned warp x4 + Lanczos", render),
                                ("  unaligned crop warp", render_crop)):

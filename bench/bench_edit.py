@@ -7,8 +7,6 @@ edited S through forward hooks: about 2x the reference by construction), and SeF
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +17,14 @@ from sgtool.editing import Edit, apply_edits, apply_style_edits, capture_styles,
 from sgtool.editing.stylespace import StyleEdit
 from sgtool.models import load_generator
 from sgtool.pipelines.edit import render
+from timing import median_seconds
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "generators"
 REPEATS = 3
 
 
-def median_seconds(fn, repeats=REPEATS):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timeit(fn):
+    return median_seconds(fn, REPEATS, warmup=True)
 
 
 def main():
@@ -48,13 +41,13 @@ def main():
         edits = [Edit("d", 2.0, np.random.RandomState(0).randn(1, G.w_dim).astype(np.float32))]
         style_edit = [StyleEdit("1", 0, 1.0, 1)]
         with torch.no_grad():
-            reference = median_seconds(lambda: G.synthesis(ws, noise_mode="const"))
+            reference = timeit(lambda: G.synthesis(ws, noise_mode="const"))
             rows = [
                 ("G.synthesis (reference)", reference),
-                ("W edit + render", median_seconds(lambda: render(G, apply_edits(ws, edits, layers=[0, 1, 2])))),
-                ("StyleSpace capture+render", median_seconds(
+                ("W edit + render", timeit(lambda: render(G, apply_edits(ws, edits, layers=[0, 1, 2])))),
+                ("StyleSpace capture+render", timeit(
                     lambda: render_styles(G, apply_style_edits(capture_styles(G, ws)[0], style_edit)))),
-                ("SeFa top 10 (closed form)", median_seconds(lambda: sefa_directions(G, top=10))),
+                ("SeFa top 10 (closed form)", timeit(lambda: sefa_directions(G, top=10))),
             ]
         for label, seconds in rows:
             print(f"{name:<10} {label:<28} {seconds * 1e3:>10.1f} {seconds / reference:>12.2f}")

@@ -10,7 +10,6 @@ Set BENCH_INVERT_SKIP_1024=1 to leave out the (slow on CPU) 1024 px rows.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,18 +26,10 @@ from sgtool.losses import load_lpips  # noqa: E402
 from sgtool.models import ARCH_PRESETS, build_generator, load_generator  # noqa: E402
 from sgtool.models.encoders import BackboneEncoder, ReStyleInverter  # noqa: E402
 from sgtool.pipelines.invert import invert_target, load_encoder, render  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 GOLDEN = (ROOT / ".." / "shared" / "golden").resolve()
 DEFAULT_STEPS = int(load_config("invert")["num_steps"])
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def backends():
@@ -93,7 +84,7 @@ def main():
             with kernels.use(backend):
                 if repeats > 1:
                     fn()  # warm-up: JIT build/vetting, allocator, caches
-                seconds = timed(fn, repeats)
+                seconds = median_seconds(fn, repeats)
             ref_time = seconds if backend == "ref" else ref_time
             per_image = f"{seconds * scale:9.2f}" if scale is not None else f"{seconds:9.2f}"
             ratio = f"{seconds / ref_time:7.2f}" if ref_time else "      -"

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 here = Path(__file__).parent
+sys.path.insert(0, str(here))  # the scripts share bench/timing.py
 only = set(sys.argv[1:])
 for script in sorted(here.glob("bench_*.py")):
     if only and script.stem.removeprefix("bench_") not in only:

@@ -27,17 +27,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# Listed in the order of the workflow: align -> invert -> tune -> edit -> video / expand-fov.
 app.command("generate")(generate)
 app.command("info")(info)
-app.add_typer(models_app, name="models")
-app.command("merge-manifests")(merge_manifests)
 app.command("align")(align)
 app.command("invert")(invert)
-app.command("edit")(edit)
 app.command("tune")(tune)
+app.command("edit")(edit)
 app.command("video")(video)
-app.command("convert")(convert)
 app.command("expand-fov")(expand_fov)
+app.command("convert")(convert)
+app.add_typer(models_app, name="models")
+app.command("merge-manifests")(merge_manifests)
 
 
 def _version(value: bool):
