@@ -140,3 +140,31 @@ def test_cli_expands_latent_with_edit_and_transform(tmp_path):
     sg2 = CliRunner().invoke(app, ["expand-fov", str(tmp_path / "face_latent.npy"), "--network",
                                    str(folder / "sg2_64.pkl"), "--left", "8", "--outdir", str(out)])
     assert sg2.exit_code == 2 and "StyleGAN2" in sg2.stderr
+
+
+def test_cli_shards_split_latent_batches_and_merge(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import golden_dir
+    from sgtool.cli import app
+
+    pkl = golden_dir("generators") / "sg3t_64.pkl"
+    ws = np.load(golden_dir("generators") / "sg3t_64_io.npz")["ws"]
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"face{i}_latent.npy")
+        np.save(files[-1], ws[i])
+    out = tmp_path / "out"
+    done = []
+    for k in (1, 2):
+        result = CliRunner().invoke(app, ["expand-fov", *map(str, files), "--network", str(pkl), "--left", "8",
+                                          "--outdir", str(out), "--shard", f"{k}/2", "--json"])
+        assert result.exit_code == 0, result.stderr
+        done += [r["name"] for r in json.loads(result.stdout)["images"]]
+    assert sorted(done) == [f"face{i}" for i in range(4)]
+    merged = CliRunner().invoke(app, ["merge-manifests", str(out), "--json"])
+    assert merged.exit_code == 0, merged.stderr
+    assert (out / "expand_fov.json").exists()
+    assert len(json.loads((out / "expand_fov.json").read_text())["images"]) == 4

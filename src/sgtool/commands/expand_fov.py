@@ -16,7 +16,9 @@ from ..latents import load_latents
 from ..models import load_generator
 from ..pipelines.expand_fov import VIDEO_SUFFIXES, FovSource, Margins, expand_video, plan_tiles, write_expanded
 from ..utils.io import write_json
-from .common import ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, console, emit_json, reports_errors, setup
+from ..utils.batch import parse_shard, select_shard, shard_file_name, write_manifest
+from .common import (ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, ShardOpt, console, emit_json, reports_errors,
+                     setup)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 ListOpt = Optional[list[str]]
@@ -39,6 +41,7 @@ def expand_fov(
     encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder for photo inputs.")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="Inversion method for photos.")] = None,
     outdir: Annotated[Optional[Path], typer.Option("--outdir", "-o", help="Output directory.")] = None,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
@@ -60,9 +63,13 @@ def expand_fov(
     torch_device = resolve_device(cfg["device"])
     out = Path(cfg["outdir"])
 
+    shard_spec = parse_shard(shard)
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in inputs):
+        if shard_spec is not None:
+            raise SgtoolError("--shard splits batches of photos or latents; a video is expanded as one job")
         _expand_clip(inputs, cfg, margins, edits or [], directions or [], out, torch_device, ctx.json)
         return
+    all_inputs, inputs = inputs, select_shard(inputs, shard_spec)
     photos = [p for p in inputs if p.suffix.lower() in IMAGE_SUFFIXES]
     if photos and latent is None:
         sources, generator = _invert_photos(photos, cfg, out, torch_device, ctx.json)
@@ -87,10 +94,16 @@ def expand_fov(
                 records.append(write_expanded(generator, source, margins, out, float(cfg["overlap"]),
                                               cfg.get("feather"), on_tile=lambda _: progress.advance(task)))
             except SgtoolError as exc:
-                failed.append({"name": source.name, "error": str(exc)})
+                failed.append({"name": source.name, "input": source.origin, "error": str(exc)})
     summary = {"config": {**cfg, "edits": list(edits or []), "directions": list(directions or [])},
                "images": records, "failed": failed}
-    write_json(summary, out / "expand_fov.json")
+    write_json(summary, out / shard_file_name("expand_fov.json", shard_spec))
+    if shard_spec is not None:
+        bad = {item["input"]: item["error"] for item in failed}
+        items = [{"input": str(p), "status": "failed", "error": bad[str(p)]} if str(p) in bad
+                 else {"input": str(p), "status": "ok"} for p in inputs]
+        summary["manifest"] = str(write_manifest(out, "expand-fov", shard_spec, items, inputs_total=len(all_inputs),
+                                                 summary_file="expand_fov.json"))
     if ctx.json:
         emit_json(summary)
     else:
@@ -141,7 +154,7 @@ def _latent_sources(files, photos, generator, transforms_file) -> list[FovSource
             name = photos[0].stem if photos and len(files) == 1 else name
             matrix = match_transform(name, transforms) if transforms else None
             base = torch.from_numpy(matrix).to(torch.float32) if matrix is not None else None
-            sources.append(FovSource(name=name, ws=torch.from_numpy(ws), base_transform=base))
+            sources.append(FovSource(name=name, ws=torch.from_numpy(ws), base_transform=base, origin=str(path)))
     return sources
 
 
@@ -167,7 +180,8 @@ def _invert_photos(photos, cfg, out: Path, device, quiet: bool):
     for record in report.records:
         ws = torch.from_numpy(load_latents(record["latent"], generator.num_ws, generator.w_dim).popitem()[1])
         base = record.get("inverse_transform")
-        sources.append(FovSource(record["name"], ws, torch.tensor(base, dtype=torch.float32) if base else None))
+        sources.append(FovSource(record["name"], ws, torch.tensor(base, dtype=torch.float32) if base else None,
+                                 origin=record["source"]))
     return sources, generator
 
 
@@ -180,4 +194,4 @@ def _apply_edits(sources, generator, edits, directions, cfg) -> list[FovSource]:
                               hint=generator_hint(cfg.get("network"), generator))
     label = edit_label(request.edits)
     return [FovSource(f"{s.name}_{label}", apply_edits(s.ws[None], request.edits, request.layers, request.mode)[0],
-                      s.base_transform) for s in sources]
+                      s.base_transform, s.origin) for s in sources]

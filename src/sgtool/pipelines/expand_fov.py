@@ -149,6 +149,7 @@ class FovSource:
     name: str
     ws: torch.Tensor  # [num_ws, w_dim]
     base_transform: torch.Tensor | None = None
+    origin: str = ""  # the input file it came from (batch manifests)
 
 
 def write_expanded(generator, source: FovSource, margins: Margins, outdir, overlap: float = 0.5,
