@@ -140,3 +140,22 @@ def test_without_latents_the_image_is_projected_first(frames):
     result = runner.invoke(app, ["tune", str(image), "--network", str(network), "--outdir", str(out),
                                  "--method", "encoder", *FAST])
     assert result.exit_code == 2 and "--encoder" in result.stderr
+
+
+def test_shards_split_a_separate_run_and_merge(frames):
+    root, network, latents, _ = frames
+    out = root / "sharded"
+    names = []
+    for k in (1, 2):
+        result = runner.invoke(app, ["tune", str(root / "frames"), "--network", str(network), "--latents",
+                                     str(root / "latents.npy"), "--outdir", str(out), "--steps", "1",
+                                     "--shard", f"{k}/2", "--json", *FAST])
+        assert result.exit_code == 0, result.stderr
+        names += [run["images"][0]["name"] for run in json.loads(result.stdout)["runs"]]
+    assert sorted(names) == sorted(name.removesuffix(".png") for name in latents)
+    merged = runner.invoke(app, ["merge-manifests", str(out)])
+    assert merged.exit_code == 0, merged.stderr
+    assert len(json.loads((out / "tune.json").read_text())["runs"]) == len(latents)
+    joint = runner.invoke(app, ["tune", str(root / "frames"), "--network", str(network), "--latents",
+                                str(root / "latents.npy"), "--joint", "--shard", "1/2", *FAST])
+    assert joint.exit_code == 2 and "--shard splits a folder" in joint.stderr

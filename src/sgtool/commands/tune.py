@@ -16,8 +16,10 @@ from ..device import resolve_device
 from ..errors import SgtoolError
 from ..models import load_generator
 from ..pipelines import tune as pti
+from ..utils.batch import parse_shard, select_shard, shard_file_name, write_manifest
 from ..utils.io import write_json
-from .common import ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, console, emit_json, reports_errors, setup
+from .common import (ConfigOpt, DeviceOpt, JsonOpt, KernelsOpt, SetOpt, ShardOpt, console, emit_json, reports_errors,
+                     setup)
 
 _SETTING_KEYS = ("steps", "lr", "l2_weight", "lpips_weight", "lpips_threshold", "lpips_net", "random_lpips_backbone",
                  "locality", "locality_interval", "locality_alpha", "locality_psi", "locality_samples",
@@ -97,6 +99,7 @@ def tune(
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder checkpoint for that inversion.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    shard: ShardOpt = None,
     device: DeviceOpt = None,
     kernels: KernelsOpt = None,
     json_out: JsonOpt = False,
@@ -112,7 +115,13 @@ def tune(
         if value is not None:
             cfg[key] = value
     settings = _settings(cfg)
-    images = pti.collect_images(inputs)
+    shard_spec = parse_shard(shard)
+    if shard_spec is not None and (cfg["joint"] or not Path(inputs).is_dir()):
+        raise SgtoolError("--shard splits a folder tuned image by image; a joint run or a single image is one job")
+    all_images = pti.collect_images(inputs)
+    images = select_shard(all_images, shard_spec)
+    if not images:
+        raise SgtoolError(f"shard {shard} of {inputs} holds no image; use fewer shards")
     torch_device = resolve_device(cfg["device"])
     inverter = None
     if cfg["network"]:
@@ -191,7 +200,13 @@ def tune(
     if per_image:
         report = {"outdir": str(out), "runs": runs, "failures": failures,
                   "config": {**cfg, **extra, "outdir": str(out)}}
-        write_json(report, out / "tune.json")
+        write_json(report, out / shard_file_name("tune.json", shard_spec))
+        if shard_spec is not None:
+            bad = {str(f["source"]): f["error"] for f in failures}
+            items = [{"input": str(p), "status": "failed", "error": bad[str(p)]} if str(p) in bad
+                     else {"input": str(p), "status": "ok"} for p in images]
+            report["manifest"] = str(write_manifest(out, "tune", shard_spec, items, inputs_total=len(all_images),
+                                                    summary_file="tune.json"))
     else:
         report = runs[0]
     if ctx.json:
