@@ -191,6 +191,10 @@ def _build(variant: Variant) -> None:
             kwargs.update(extra_cflags=list(CUDA_CFLAGS), extra_cuda_cflags=list(NVCC_FLAGS))
             kwargs["extra_include_paths"] += pip_cuda_includes()
         arch_env = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        if not any(directory.glob("*.so")) and not any(directory.glob("*.pyd")):
+            # Otherwise the first command on a machine seems to hang for a minute or more.
+            sys.stderr.write(f"sgtool: compiling the {variant.device_type} kernels into {directory} "
+                             "(first use on this machine only; a minute or two)\n")
         try:
             if variant.device_type == "cuda":
                 # Build only for this GPU: the architecture is part of the key.
