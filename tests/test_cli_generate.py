@@ -121,3 +121,14 @@ def test_console_script_entry_point(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "TEST model" in done.stderr
     assert (tmp_path / "seed0000.png").exists()
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from sgtool.utils.io import save_npy
+
+    path = save_npy(np.zeros(3), tmp_path / "x.npy")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
