@@ -408,6 +408,52 @@ def load_alignment(path: str | os.PathLike) -> dict:
     return data
 
 
+@dataclass
+class TransformEntry:
+    """One landmarks transform read back from a file."""
+
+    name: str  # the aligned image's file name (or the key of a stylegan3-editing dict)
+    inverse_transform: np.ndarray  # 3x3 float64: what goes into synthesis(..., transform=...)
+    crop: str | None = None  # the unaligned crop's file name (alignment.json only)
+    aligned_path: str | None = None
+
+
+def inverse_matrix(value, where: str) -> np.ndarray:
+    if isinstance(value, (list, tuple)) and value and np.asarray(value[-1], dtype=object).size == 9:
+        value = value[-1]  # stylegan3-editing: (angle, translation, transform, inverse_transform)
+    try:
+        matrix = np.asarray(value, dtype=np.float64).reshape(3, 3)
+    except (TypeError, ValueError):
+        raise SgtoolError(f"{where} is not a 3x3 transform") from None
+    if not np.all(np.isfinite(matrix)):
+        raise SgtoolError(f"{where} contains NaN or infinite values; recompute the alignment")
+    return matrix
+
+
+def read_landmarks_transforms(path: str | os.PathLike) -> list[TransformEntry]:
+    """The inverse landmarks transforms in sgtool's alignment.json or in stylegan3-editing's dict `.npy`
+    (file name -> values, the last being the inverse transform): the one reader edit, tune and expand-fov use."""
+    from ..latents import load_npy
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        entries = []
+        for i, face in enumerate(load_alignment(path)["faces"]):
+            if not isinstance(face, dict) or "aligned" not in face or "inverse_transform" not in face:
+                raise SgtoolError(f"{path}: face {i} lacks 'aligned' or 'inverse_transform'; write it again with "
+                                  "`sgtool align`")
+            entries.append(TransformEntry(Path(str(face["aligned"])).name,
+                                          inverse_matrix(face["inverse_transform"], f"{path} face {i}"),
+                                          Path(str(face["crop"])).name if face.get("crop") else None,
+                                          str(face["aligned"])))
+        return entries
+    value = load_npy(path)
+    if not isinstance(value, dict):
+        raise SgtoolError(f"{path} holds a {type(value).__name__}; expected a dict of file name -> transform "
+                          "(stylegan3-editing's landmarks_transforms.npy) or an alignment.json")
+    return [TransformEntry(str(k), inverse_matrix(v, f"{path} entry {k!r}")) for k, v in value.items()]
+
+
 def landmarks_transforms(records: Iterable[dict]) -> dict:
     """stylegan3-editing's landmarks_transforms dict: aligned image file name -> (angle, translation, T, inv(T))."""
     out = {}

@@ -43,7 +43,7 @@ from ..editing.stylespace import (
     style_std,
 )
 from ..errors import SgtoolError
-from ..latents import load_latents, load_npy
+from ..latents import load_latents
 from ..utils.io import atomic_path, save_image, save_npy, to_uint8
 
 
@@ -87,43 +87,11 @@ def render(generator, ws, transform=None, noise_mode: str = "const") -> torch.Te
 # Landmarks transforms
 
 
-def _as_matrix(value, where: str) -> np.ndarray:
-    if isinstance(value, (list, tuple)) and value and np.asarray(value[-1], dtype=object).size == 9:
-        value = value[-1]  # stylegan3-editing: (angle, translation, transform, inverse_transform)
-    try:
-        matrix = np.asarray(value, dtype=np.float64).reshape(3, 3)
-    except (TypeError, ValueError):
-        raise SgtoolError(f"{where} is not a 3x3 transform") from None
-    if not np.all(np.isfinite(matrix)):
-        raise SgtoolError(f"{where} contains NaN or infinite values; recompute the alignment")
-    return matrix
-
-
 def load_transforms(path) -> dict[str, np.ndarray]:
-    """name -> inverse landmarks transform (what goes into synthesis), from stylegan3-editing's dict
-    `.npy` (file name -> values, the last being the inverse transform) or sgtool's alignment.json."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SgtoolError(f"transforms file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SgtoolError(f"transforms file {path} is not valid JSON ({exc})") from None
-        faces = data.get("faces") if isinstance(data, dict) else None
-        if not isinstance(faces, list):
-            raise SgtoolError(f"{path} has no 'faces' list; give the alignment.json written by `sgtool align`")
-        out = {}
-        for i, face in enumerate(faces):
-            if not isinstance(face, dict) or "aligned" not in face or "inverse_transform" not in face:
-                raise SgtoolError(f"{path}: face {i} lacks 'aligned' or 'inverse_transform'")
-            out[Path(str(face["aligned"])).name] = _as_matrix(face["inverse_transform"], f"{path} face {i}")
-        return out
-    value = load_npy(path)
-    if not isinstance(value, dict):
-        raise SgtoolError(f"{path} holds a {type(value).__name__}; expected a dict of file name -> transform "
-                          "(stylegan3-editing's landmarks_transforms.npy) or an alignment.json")
-    return {str(k): _as_matrix(v, f"{path} entry {k!r}") for k, v in value.items()}
+    """name -> inverse landmarks transform (what goes into synthesis), keyed by the aligned image's name."""
+    from .align import read_landmarks_transforms
+
+    return {entry.name: entry.inverse_transform for entry in read_landmarks_transforms(path)}
 
 
 def match_transform(name: str, transforms: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -142,6 +110,8 @@ def transforms_from_invert_record(latent_file: Path) -> dict[str, np.ndarray]:
     """Transforms an `invert.json` beside the latents records, if any: entries with an
     'inverse_transform', named by their 'name' or the 'latent'/'aligned' file they mention, or an
     'alignment'/'transforms' file it points to. Empty when there is none."""
+    from .align import inverse_matrix
+
     record = latent_file.parent / "invert.json"
     if not record.is_file():
         return {}
@@ -155,7 +125,7 @@ def transforms_from_invert_record(latent_file: Path) -> dict[str, np.ndarray]:
         if isinstance(node, dict):
             if "inverse_transform" in node:
                 try:
-                    matrix = _as_matrix(node["inverse_transform"], str(record))
+                    matrix = inverse_matrix(node["inverse_transform"], str(record))
                 except SgtoolError:
                     matrix = None
                 if matrix is not None:

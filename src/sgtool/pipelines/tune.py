@@ -599,39 +599,24 @@ class TransformTable:
 
 
 def read_transforms(path) -> TransformTable:
-    """`alignment.json` from `sgtool align` (uses each face's inverse_transform) or stylegan3-editing's
-    landmarks-transforms .npy dict (name -> (angle, translation, transform, inverse); the last is used)."""
-    from ..latents import load_npy
+    """`alignment.json` from `sgtool align` (targets are its crops, paired with their aligned images) or
+    stylegan3-editing's landmarks-transforms .npy dict (targets named by its keys)."""
+    from .align import read_landmarks_transforms
 
     path = Path(path)
     if not path.is_file():
         raise SgtoolError(f"--transforms: {path} does not exist")
     transforms, aligned_of, aligned_path = {}, {}, {}
-    if path.suffix.lower() == ".json":
-        try:
-            faces = json.loads(path.read_text()).get("faces", [])
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise SgtoolError(f"--transforms: {path} is not an alignment.json from `sgtool align` ({exc})") from None
-        for face in faces:
-            if not isinstance(face, dict) or "inverse_transform" not in face or not face.get("crop"):
-                raise SgtoolError(f"--transforms: {path} has a face without 'crop' and 'inverse_transform'; "
-                                  "write it again with `sgtool align`")
-            crop = Path(face["crop"]).name
-            transforms[crop] = np.asarray(face["inverse_transform"], dtype=np.float32)
-            if face.get("aligned"):
-                aligned_of[crop] = Path(face["aligned"]).name
-                aligned_path[crop] = str(face["aligned"])
-    else:
-        table = load_npy(path)
-        if not isinstance(table, dict):
-            raise SgtoolError(f"--transforms: {path} is not a dict of landmarks transforms (name -> values)")
-        for name, value in table.items():
-            if isinstance(value, (list, tuple)):
-                value = value[-1]
-            transforms[str(name)] = np.asarray(value, dtype=np.float32)
-    for name, value in transforms.items():
-        if value.shape != (3, 3) or not np.isfinite(value).all():
-            raise SgtoolError(f"--transforms: {path}: the transform for {name!r} is not a finite 3x3 matrix")
+    for entry in read_landmarks_transforms(path):
+        matrix = entry.inverse_transform.astype(np.float32)
+        if path.suffix.lower() != ".json":
+            transforms[entry.name] = matrix
+            continue
+        if entry.crop is None:
+            raise SgtoolError(f"--transforms: {path} has a face without 'crop'; write it again with `sgtool align`")
+        transforms[entry.crop] = matrix
+        aligned_of[entry.crop] = entry.name
+        aligned_path[entry.crop] = entry.aligned_path
     return TransformTable(transforms, aligned_of, aligned_path)
 
 
