@@ -38,11 +38,9 @@ def align(
     """
     ctx = setup("align", config, set_, json_out)
     cfg = ctx.config
-    for key, value in (("outdir", outdir), ("size", size), ("recipe", recipe), ("max_faces", max_faces),
-                       ("min_face_size", min_face_size), ("save_transforms", save_transforms),
-                       ("skip_existing", skip_existing)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("outdir", outdir), ("size", size), ("recipe", recipe), ("max_faces", max_faces),
+                  ("min_face_size", min_face_size), ("save_transforms", save_transforms),
+                  ("skip_existing", skip_existing)))
     if cfg["recipe"] not in RECIPES:
         raise SgtoolError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg['recipe']!r}")
     save_to = Path(cfg["save_transforms"]) if cfg["save_transforms"] else None

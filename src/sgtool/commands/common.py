@@ -35,9 +35,12 @@ class Context:
     config: dict
     json: bool
 
-    def option(self, cli_value: Any, key: str) -> Any:
-        """A CLI value when given, else the config's."""
-        return self.config.get(key) if cli_value is None else cli_value
+    def override(self, pairs) -> dict:
+        """Put the CLI values that were given ((key, value) pairs, None = not given) over the config."""
+        for key, value in pairs:
+            if value is not None:
+                self.config[key] = str(value) if isinstance(value, Path) else value
+        return self.config
 
 
 def setup(command: str, config_file: Path | None, overrides: list[str] | None, json_out: bool,

@@ -32,9 +32,7 @@ def convert(
 
     ctx = setup("convert", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("to", to), ("verify", verify)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("to", to), ("verify", verify)))
     report = convert_generator(source, output, to=cfg.get("to"), device=resolve_device(cfg["device"]),
                                verify=bool(cfg["verify"]))
     summary = {**report.as_dict(), "config": {k: v for k, v in cfg.items()}}

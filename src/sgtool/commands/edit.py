@@ -65,11 +65,9 @@ def edit(
     SeFa directions or train a boundary."""
     ctx = setup("edit", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("network", network), ("layers", layers), ("mode", mode), ("animate", animate),
-                       ("fps", fps), ("transforms", transforms), ("aligned", aligned), ("top", top),
-                       ("step", step), ("outdir", outdir)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("network", network), ("layers", layers), ("mode", mode), ("animate", animate),
+                  ("fps", fps), ("transforms", transforms), ("aligned", aligned), ("top", top),
+                  ("step", step), ("outdir", outdir)))
     out = Path(cfg["outdir"])
     actions = [name for name, given in (("--train-boundary", train_boundary), ("--discover", discover),
                                         ("--edit/--style/--sweep", edits or styles or sweep)) if given]

@@ -51,10 +51,8 @@ def expand_fov(
     """Render a StyleGAN3 latent (or an inverted photo) on a wider canvas, with optional edits."""
     ctx = setup("expand-fov", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("network", network), ("left", left), ("right", right), ("top", top), ("bottom", bottom),
-                       ("transforms", transforms), ("outdir", outdir), ("encoder", encoder), ("method", method)):
-        if value is not None:
-            cfg[key] = str(value) if isinstance(value, Path) else value
+    ctx.override((("network", network), ("left", left), ("right", right), ("top", top), ("bottom", bottom),
+                  ("transforms", transforms), ("outdir", outdir), ("encoder", encoder), ("method", method)))
     if all_sides is not None:
         cfg.update(left=all_sides, right=all_sides, top=all_sides, bottom=all_sides)
     margins = Margins(int(cfg["left"]), int(cfg["right"]), int(cfg["top"]), int(cfg["bottom"]))

@@ -39,11 +39,9 @@ def generate(
     """Render images from seeds with a StyleGAN3 or StyleGAN2 generator."""
     ctx = setup("generate", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("network", network), ("seeds", seeds), ("trunc", trunc), ("trunc_cutoff", trunc_cutoff),
-                       ("class", class_idx), ("noise_mode", noise_mode), ("rotate", rotate),
-                       ("translate", translate), ("outdir", outdir), ("save_latents", save_latents)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("network", network), ("seeds", seeds), ("trunc", trunc), ("trunc_cutoff", trunc_cutoff),
+                  ("class", class_idx), ("noise_mode", noise_mode), ("rotate", rotate),
+                  ("translate", translate), ("outdir", outdir), ("save_latents", save_latents)))
     seed_list = parse_int_list(cfg["seeds"], "seed")
     shift = parse_float_pair(cfg["translate"], "--translate")
     if cfg["noise_mode"] not in ("const", "random", "none"):

@@ -57,14 +57,12 @@ def invert(
     """Invert photos into W+ latents (ReStyle encoder, projection, or hybrid)."""
     ctx = setup("invert", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("method", method), ("encoder", encoder), ("network", network), ("w_encoder", w_encoder),
-                       ("outdir", outdir),
-                       ("steps", steps), ("space", space), ("num_steps", num_steps), ("l2_weight", l2_weight),
-                       ("seed", seed), ("batch_size", batch_size), ("skip_existing", skip_existing),
-                       ("save_steps", save_steps), ("save_video", save_video), ("metrics", metrics),
-                       ("id_model", id_model), ("align", align)):
-        if value is not None:
-            cfg[key] = str(value) if isinstance(value, Path) else value
+    ctx.override((("method", method), ("encoder", encoder), ("network", network), ("w_encoder", w_encoder),
+                  ("outdir", outdir),
+                  ("steps", steps), ("space", space), ("num_steps", num_steps), ("l2_weight", l2_weight),
+                  ("seed", seed), ("batch_size", batch_size), ("skip_existing", skip_existing),
+                  ("save_steps", save_steps), ("save_video", save_video), ("metrics", metrics),
+                  ("id_model", id_model), ("align", align)))
 
     from ..pipelines.invert import invert_images, load_encoder
 

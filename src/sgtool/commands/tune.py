@@ -107,13 +107,11 @@ def tune(
     """Pivotal Tuning Inversion: tune the generator so the pivot latents reproduce the photos exactly."""
     ctx = setup("tune", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("network", network), ("latents", latents), ("transforms", transforms), ("outdir", outdir),
-                       ("joint", joint), ("steps", steps), ("lr", lr), ("l2_weight", l2_weight),
-                       ("lpips_threshold", lpips_threshold), ("locality", locality), ("batch_size", batch_size),
-                       ("save_every", save_every), ("resume", resume), ("export_pkl", export_pkl), ("seed", seed),
-                       ("method", method), ("encoder", encoder)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("network", network), ("latents", latents), ("transforms", transforms), ("outdir", outdir),
+                  ("joint", joint), ("steps", steps), ("lr", lr), ("l2_weight", l2_weight),
+                  ("lpips_threshold", lpips_threshold), ("locality", locality), ("batch_size", batch_size),
+                  ("save_every", save_every), ("resume", resume), ("export_pkl", export_pkl), ("seed", seed),
+                  ("method", method), ("encoder", encoder)))
     settings = _settings(cfg)
     shard_spec = parse_shard(shard)
     if shard_spec is not None and (cfg["joint"] or not Path(inputs).is_dir()):

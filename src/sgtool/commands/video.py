@@ -106,14 +106,12 @@ def video(
     """Invert, tune, edit and paste a face back into a video without jitter; the audio is kept."""
     ctx = setup("video", config, set_, json_out, device, kernels)
     cfg = ctx.config
-    for key, value in (("encoder", encoder), ("network", network), ("outdir", outdir), ("edits", edit),
-                       ("directions", direction), ("edit_ramp", edit_ramp), ("edit_layers", edit_layers),
-                       ("start", start), ("end", end), ("max_frames", max_frames), ("fps", fps),
-                       ("face_index", face_index), ("size", size), ("freeze_fine", freeze_fine),
-                       ("invert_steps", steps), ("batch_size", batch_size), ("tune_frames", tune),
-                       ("stitch_steps", stitch_tune), ("outputs", outputs), ("force", force)):
-        if value is not None:
-            cfg[key] = value
+    ctx.override((("encoder", encoder), ("network", network), ("outdir", outdir), ("edits", edit),
+                  ("directions", direction), ("edit_ramp", edit_ramp), ("edit_layers", edit_layers),
+                  ("start", start), ("end", end), ("max_frames", max_frames), ("fps", fps),
+                  ("face_index", face_index), ("size", size), ("freeze_fine", freeze_fine),
+                  ("invert_steps", steps), ("batch_size", batch_size), ("tune_frames", tune),
+                  ("stitch_steps", stitch_tune), ("outputs", outputs), ("force", force)))
     if smooth_window is not None:
         cfg["landmark_smoothing"]["window"] = smooth_window
     if smooth_method is not None:
