@@ -76,7 +76,7 @@ struct NoEpilogue {
 // Per-thread buffer for a stage's intermediate, reused across planes.
 template <typename T>
 struct Scratch {
-    std::vector<T> a;
+    std::vector<T> a, b;
 };
 
 template <typename T>
@@ -192,12 +192,53 @@ void direct_2d_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& e
     }
 }
 
+// Non-separable filter with x upsampling and no x downsampling (the backward of StyleGAN3-R's radial
+// down filter). Output column q*up + phase only meets taps of one residue class, at input column
+// q + shift: per (phase, tap) a contiguous row update into that phase's part of a row buffer, which
+// is then interleaved into the output row.
+template <typename T, typename Epi>
+void direct_2d_up_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
+    const int iw = s.x.in_len, ow = s.x.out_len, up = s.x.up, pad = s.x.pad0;
+    const int pw = (ow + up - 1) / up;  // outputs per phase
+    T* phases = sized(sc.b, (int64_t)up * pw);
+    for (int oy = 0; oy < s.y.out_len; ++oy) {
+        const TapRange& ry = s.y.ranges[oy];
+        std::fill(phases, phases + (int64_t)up * pw, T(0));
+        for (int ky = 0; ky < ry.n; ++ky) {
+            const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw;
+            const T* src = in + (int64_t)(ry.i0 + ky) * iw;
+            for (int phase = 0; phase < up; ++phase) {
+                const int n_out = (ow - phase + up - 1) / up;
+                T* dst = phases + (int64_t)phase * pw;
+                // Taps whose upsampled position phase - pad + tx lands on an input sample.
+                for (int tx = ((pad - phase) % up + up) % up; tx < s.fw; tx += up) {
+                    const int shift = floor_div(phase - pad + tx, up);
+                    const int lo = std::max(0, -shift), hi = std::min(n_out, iw - shift);
+                    const T w = frow[tx];
+                    const T* sp = src + shift;
+                    if (bias == T(0)) {
+                        for (int q = lo; q < hi; ++q) dst[q] += w * sp[q];
+                    } else {
+                        for (int q = lo; q < hi; ++q) dst[q] += w * (sp[q] + bias);
+                    }
+                }
+            }
+        }
+        T* row = out + (int64_t)oy * ow;
+        for (int phase = 0; phase < up; ++phase)
+            for (int q = 0, ox = phase; ox < ow; ++q, ox += up) row[ox] = phases[(int64_t)phase * pw + q];
+        epi(row, oy, ow);
+    }
+}
+
 // One plane through one stage: bias is added to every input read, epi runs on each output row.
 template <typename T, typename Epi>
 void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi) {
     if (!s.separable) {
         if (s.x.up == 1)
             direct_2d_rows(s, in, out, bias, epi, sc);
+        else if (s.x.down == 1)
+            direct_2d_up_rows(s, in, out, bias, epi, sc);
         else
             direct_2d_scalar(s, in, out, bias, epi);
     } else if (s.y_first) {
