@@ -113,6 +113,16 @@ def test_bad_usage_exits_2(sg2, tmp_path, args, message):
     assert message in result.stderr.replace("\n", " ")
 
 
+def test_missing_latent_file_is_reported_before_anything_loads(tmp_path, monkeypatch):
+    # The default network and the registry's 'age' direction would need downloads: none may start.
+    monkeypatch.setenv("SGTOOL_CACHE", str(tmp_path / "cache"))
+    result = invoke(tmp_path / "nope_latent.npy", "--edit", "age=+2", "--outdir", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "nope_latent.npy: no such latent file" in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
 def test_sweep_grid_and_animation(sg2, tmp_path):
     pkl, G, ws, d = sg2
     out = tmp_path / "out"

@@ -87,6 +87,13 @@ def edit(
                               f"{_pct(summary['remaining_accuracy'])}); wrote {summary['boundary']}")
         return
 
+    if discover is None:
+        # Before any generator or direction is loaded (possibly downloaded) for nothing.
+        if not latents:
+            raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
+        if not any(p.exists() for p in latents):
+            raise SgtoolError(f"{latents[0]}: no such latent file; give the NAME_latent.npy files (or latents.npy "
+                              "dict) that sgtool invert wrote")
     layer_list = _layers(cfg["layers"])
     torch_device = resolve_device(cfg["device"])
     generator = load_generator(cfg["network"], device=torch_device)
@@ -107,8 +114,6 @@ def edit(
                               f"strongest; preview {summary['preview']}); use one with --direction NAME=FILE")
         return
 
-    if not latents:
-        raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
     shard_spec = parse_shard(shard)
     if shard_spec is not None and sweep:
         raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")

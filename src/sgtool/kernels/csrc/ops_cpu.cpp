@@ -1,8 +1,8 @@
 // CPU kernels: each (batch, channel) plane is resampled by one thread with polyphase loops that
-// touch only the nonzero taps and compute only the kept outputs. Inner loops are whole-row
-// update (out_row += tap * in_row) that the compiler vectorises, except the x pass of separable
-// filters (a short dot product per output over phase-grouped taps); 2-D filters without x
-// upsampling read rows split into phases so their row updates load contiguously. filtered_lrelu and its backward keep one plane's
+// touch only the nonzero taps and compute only the kept outputs. Where an axis only up- or only
+// downsamples (every StyleGAN3 stage and its transpose), the inner loops are contiguous row updates
+// (out_row += tap * in_row) over rows split into phases, which the compiler vectorises; other
+// combinations take one dot product per output. filtered_lrelu and its backward keep one plane's
 // intermediates in per-thread buffers instead of materialising them for the whole batch.
 #include <torch/extension.h>
 
@@ -27,6 +27,9 @@ Axis make_axis(int in_len, int up, int down, int pad0, int pad1, int taps) {
     for (int o = 0; o < a.out_len; ++o) a.ranges.push_back(tap_range(o, up, down, pad0, taps, in_len));
     return a;
 }
+
+// Whether x resampling can use the row helpers (else one dot product per output).
+inline bool rows_vectorise(const Axis& x) { return x.up == 1 || x.down == 1; }
 
 template <typename T>
 struct Stage {
@@ -59,11 +62,11 @@ Stage<T> make_stage(const torch::Tensor& f, int in_h, int in_w, int upx, int upy
     s.xkmax = (s.fw + upx - 1) / upx;
     s.xphase.assign((size_t)upx * s.xkmax, T(0));
     for (int t = 0; t < s.fw && s.separable; ++t) s.xphase[(t % upx) * s.xkmax + t / upx] = s.f[t];
-    // The x pass is a dot product per output, the y pass a vectorised row update: weigh the x
-    // work double and run first whichever order costs less (y first when downsampling).
-    double tx = double(s.fw) / upx, ty = double(s.fh) / upy;
-    double x_first = 2.0 * in_h * s.x.out_len * tx + double(s.y.out_len) * s.x.out_len * ty;
-    double y_first = double(s.y.out_len) * in_w * ty + 2.0 * s.y.out_len * s.x.out_len * tx;
+    // Run first whichever pass order costs fewer multiply-adds, weighing the x pass double when it
+    // cannot use row updates (one dot product per output).
+    double tx = double(s.fw) / upx * (rows_vectorise(s.x) ? 1.0 : 2.0), ty = double(s.fh) / upy;
+    double x_first = double(in_h) * s.x.out_len * tx + double(s.y.out_len) * s.x.out_len * ty;
+    double y_first = double(s.y.out_len) * in_w * ty + double(s.y.out_len) * s.x.out_len * tx;
     s.y_first = y_first < x_first;
     return s;
 }
@@ -106,24 +109,96 @@ void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, T b
     }
 }
 
-// Resample along x, one dot product of contiguous taps and inputs per kept output.
+// Row helpers shared by the separable x pass and the 2-D filters. Each is a run of contiguous
+// row updates (out[j] += w * in[j + shift]) that the compiler vectorises.
+
+// Splits a row into `down` phases of `pw` samples: buf[phase * pw + j] = src[j * down + phase].
+template <typename T>
+void split_phases(const T* src, int len, int down, int pw, T* buf) {
+    for (int i = 0; i < len; ++i) buf[(int64_t)(i % down) * pw + i / down] = src[i];
+}
+
+// dst[0, out_len) += taps (fw correlation taps) applied to a row downsampled by `down` (no
+// upsampling), the row given split into phases of `pw` samples as split_phases makes them.
+template <typename T>
+void add_row_down(const T* taps, int fw, int down, int pad, const T* split, int pw, int in_len, int out_len, T* dst,
+                  T bias) {
+    for (int tx = 0; tx < fw; ++tx) {
+        // Input column of output o under tap tx: o * down + tx - pad, kept inside [0, in_len).
+        const int lo = std::max(0, ceil_div(pad - tx, down));
+        const int hi = std::min(out_len, floor_div(in_len - 1 + pad - tx, down) + 1);
+        if (hi <= lo) continue;
+        const int shift = tx - pad;
+        const T* src = split + (int64_t)(((shift % down) + down) % down) * pw + floor_div(shift, down);
+        const T w = taps[tx];
+        if (bias == T(0)) {
+            for (int o = lo; o < hi; ++o) dst[o] += w * src[o];
+        } else {
+            for (int o = lo; o < hi; ++o) dst[o] += w * (src[o] + bias);
+        }
+    }
+}
+
+// Output column q * up + phase of a row upsampled by `up` (no downsampling) only meets taps of one
+// residue class, at input column q + shift: phases[phase * pw + q] += those taps' contributions.
+template <typename T>
+void add_row_up(const T* taps, int fw, int up, int pad, const T* src, int in_len, int out_len, T* phases, int pw,
+                T bias) {
+    for (int phase = 0; phase < up; ++phase) {
+        const int n_out = (out_len - phase + up - 1) / up;
+        T* dst = phases + (int64_t)phase * pw;
+        for (int tx = ((pad - phase) % up + up) % up; tx < fw; tx += up) {
+            const int shift = floor_div(phase - pad + tx, up);
+            const int lo = std::max(0, -shift), hi = std::min(n_out, in_len - shift);
+            const T w = taps[tx];
+            const T* sp = src + shift;
+            if (bias == T(0)) {
+                for (int q = lo; q < hi; ++q) dst[q] += w * sp[q];
+            } else {
+                for (int q = lo; q < hi; ++q) dst[q] += w * (sp[q] + bias);
+            }
+        }
+    }
+}
+
+template <typename T>
+void interleave_phases(const T* phases, int pw, int up, T* row, int len) {
+    for (int phase = 0; phase < up; ++phase)
+        for (int q = 0, o = phase; o < len; ++q, o += up) row[o] = phases[(int64_t)phase * pw + q];
+}
+
+// Resample along x, row by row: row updates when the axis only up- or only downsamples, else one
+// dot product of phase-grouped taps per kept output.
 template <typename T, typename Epi>
-void pass_x(const Stage<T>& s, const T* in, int rows, T* out, T bias, const Epi& epi) {
-    const int iw = s.x.in_len, ow = s.x.out_len;
+void pass_x(const Stage<T>& s, const T* in, int rows, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
+    const Axis& ax = s.x;
+    const int iw = ax.in_len, ow = ax.out_len;
+    const int pw_in = (iw + ax.down - 1) / ax.down, pw_out = (ow + ax.up - 1) / ax.up;
+    T* buf = sized(sc.b, rows_vectorise(ax) ? (int64_t)std::max(ax.down * pw_in, ax.up * pw_out) : 0);
     for (int r = 0; r < rows; ++r) {
         const T* src = in + (int64_t)r * iw;
         T* dst = out + (int64_t)r * ow;
-        for (int o = 0; o < ow; ++o) {
-            const TapRange& tr = s.x.ranges[o];
-            const T* fp = s.x_taps(tr);
-            const T* xp = src + tr.i0;
-            T acc = 0;
-            if (bias == T(0)) {
-                for (int k = 0; k < tr.n; ++k) acc += fp[k] * xp[k];
-            } else {
-                for (int k = 0; k < tr.n; ++k) acc += fp[k] * (xp[k] + bias);
+        if (ax.up == 1) {
+            const T* split = src;
+            if (ax.down > 1) {
+                split_phases(src, iw, ax.down, pw_in, buf);
+                split = buf;
             }
-            dst[o] = acc;
+            std::fill(dst, dst + ow, T(0));
+            add_row_down(s.f.data(), s.fw, ax.down, ax.pad0, split, pw_in, iw, ow, dst, bias);
+        } else if (ax.down == 1) {
+            std::fill(buf, buf + (int64_t)ax.up * pw_out, T(0));
+            add_row_up(s.f.data(), s.fw, ax.up, ax.pad0, src, iw, ow, buf, pw_out, bias);
+            interleave_phases(buf, pw_out, ax.up, dst, ow);
+        } else {
+            for (int o = 0; o < ow; ++o) {
+                const TapRange& tr = ax.ranges[o];
+                const T* fp = s.x_taps(tr);
+                const T* xp = src + tr.i0;
+                T acc = 0;
+                for (int k = 0; k < tr.n; ++k) acc += fp[k] * (xp[k] + bias);
+                dst[o] = acc;
+            }
         }
         epi(dst, r, ow);
     }
@@ -150,84 +225,38 @@ void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, T bias, const Epi&
     }
 }
 
-// Non-separable filter without x upsampling (StyleGAN3-R's radial down filter): row updates per
-// tap over the outputs that tap reaches, reading rows split into `down` phases so loads are contiguous.
+// Non-separable filter whose x axis only up- or only downsamples (StyleGAN3-R's radial down filter
+// and its transpose in the backward): per output row, row updates for every tap row that reaches it.
 template <typename T, typename Epi>
 void direct_2d_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
-    const int ih = s.y.in_len, iw = s.x.in_len, ow = s.x.out_len, down = s.x.down, pad = s.x.pad0;
-    const int pw = (iw + down - 1) / down;  // samples per phase
+    const Axis& ax = s.x;
+    const int ih = s.y.in_len, iw = ax.in_len, ow = ax.out_len;
+    const int pw_in = (iw + ax.down - 1) / ax.down, pw_out = (ow + ax.up - 1) / ax.up;
+    // Downsampling: split every input row into phases once, as each is read by several output rows.
     const T* rows = in;
     int64_t row_stride = iw;
-    if (down > 1) {
-        T* split = sized(sc.a, (int64_t)ih * down * pw);
-        for (int r = 0; r < ih; ++r)
-            for (int i = 0; i < iw; ++i) split[((int64_t)r * down + i % down) * pw + i / down] = in[(int64_t)r * iw + i];
+    if (ax.down > 1) {
+        T* split = sized(sc.a, (int64_t)ih * ax.down * pw_in);
+        row_stride = (int64_t)ax.down * pw_in;
+        for (int r = 0; r < ih; ++r) split_phases(in + (int64_t)r * iw, iw, ax.down, pw_in, split + r * row_stride);
         rows = split;
-        row_stride = (int64_t)down * pw;
     }
+    T* phases = ax.up > 1 ? sized(sc.b, (int64_t)ax.up * pw_out) : nullptr;
     for (int oy = 0; oy < s.y.out_len; ++oy) {
         const TapRange& ry = s.y.ranges[oy];
         T* dst = out + (int64_t)oy * ow;
-        std::fill(dst, dst + ow, T(0));
+        T* acc = phases ? phases : dst;
+        std::fill(acc, acc + (phases ? (int64_t)ax.up * pw_out : ow), T(0));
         for (int ky = 0; ky < ry.n; ++ky) {
             const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw;
-            const T* src_row = rows + (int64_t)(ry.i0 + ky) * row_stride;
-            for (int tx = 0; tx < s.fw; ++tx) {
-                // Input column of output ox under tap tx: ox*down + tx - pad, kept inside [0, iw).
-                const int lo = std::max(0, ceil_div(pad - tx, down));
-                const int hi = std::min(ow, floor_div(iw - 1 + pad - tx, down) + 1);
-                if (hi <= lo) continue;
-                const int shift = tx - pad;
-                const int phase = ((shift % down) + down) % down;
-                const T* src = src_row + (int64_t)phase * pw + floor_div(shift, down);
-                const T w = frow[tx];
-                if (bias == T(0)) {
-                    for (int ox = lo; ox < hi; ++ox) dst[ox] += w * src[ox];
-                } else {
-                    for (int ox = lo; ox < hi; ++ox) dst[ox] += w * (src[ox] + bias);
-                }
-            }
+            const T* src = rows + (int64_t)(ry.i0 + ky) * row_stride;
+            if (phases)
+                add_row_up(frow, s.fw, ax.up, ax.pad0, src, iw, ow, phases, pw_out, bias);
+            else
+                add_row_down(frow, s.fw, ax.down, ax.pad0, src, pw_in, iw, ow, dst, bias);
         }
+        if (phases) interleave_phases(phases, pw_out, ax.up, dst, ow);
         epi(dst, oy, ow);
-    }
-}
-
-// Non-separable filter with x upsampling and no x downsampling (the backward of StyleGAN3-R's radial
-// down filter). Output column q*up + phase only meets taps of one residue class, at input column
-// q + shift: per (phase, tap) a contiguous row update into that phase's part of a row buffer, which
-// is then interleaved into the output row.
-template <typename T, typename Epi>
-void direct_2d_up_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
-    const int iw = s.x.in_len, ow = s.x.out_len, up = s.x.up, pad = s.x.pad0;
-    const int pw = (ow + up - 1) / up;  // outputs per phase
-    T* phases = sized(sc.b, (int64_t)up * pw);
-    for (int oy = 0; oy < s.y.out_len; ++oy) {
-        const TapRange& ry = s.y.ranges[oy];
-        std::fill(phases, phases + (int64_t)up * pw, T(0));
-        for (int ky = 0; ky < ry.n; ++ky) {
-            const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw;
-            const T* src = in + (int64_t)(ry.i0 + ky) * iw;
-            for (int phase = 0; phase < up; ++phase) {
-                const int n_out = (ow - phase + up - 1) / up;
-                T* dst = phases + (int64_t)phase * pw;
-                // Taps whose upsampled position phase - pad + tx lands on an input sample.
-                for (int tx = ((pad - phase) % up + up) % up; tx < s.fw; tx += up) {
-                    const int shift = floor_div(phase - pad + tx, up);
-                    const int lo = std::max(0, -shift), hi = std::min(n_out, iw - shift);
-                    const T w = frow[tx];
-                    const T* sp = src + shift;
-                    if (bias == T(0)) {
-                        for (int q = lo; q < hi; ++q) dst[q] += w * sp[q];
-                    } else {
-                        for (int q = lo; q < hi; ++q) dst[q] += w * (sp[q] + bias);
-                    }
-                }
-            }
-        }
-        T* row = out + (int64_t)oy * ow;
-        for (int phase = 0; phase < up; ++phase)
-            for (int q = 0, ox = phase; ox < ow; ++q, ox += up) row[ox] = phases[(int64_t)phase * pw + q];
-        epi(row, oy, ow);
     }
 }
 
@@ -235,19 +264,17 @@ void direct_2d_up_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi
 template <typename T, typename Epi>
 void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi) {
     if (!s.separable) {
-        if (s.x.up == 1)
+        if (rows_vectorise(s.x))
             direct_2d_rows(s, in, out, bias, epi, sc);
-        else if (s.x.down == 1)
-            direct_2d_up_rows(s, in, out, bias, epi, sc);
         else
             direct_2d_scalar(s, in, out, bias, epi);
     } else if (s.y_first) {
         T* mid = sized(sc.a, (int64_t)s.y.out_len * s.x.in_len);
         pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, bias, NoEpilogue{});
-        pass_x(s, mid, s.y.out_len, out, T(0), epi);
+        pass_x(s, mid, s.y.out_len, out, T(0), epi, sc);
     } else {
         T* mid = sized(sc.a, (int64_t)s.y.in_len * s.x.out_len);
-        pass_x(s, in, s.y.in_len, mid, bias, NoEpilogue{});
+        pass_x(s, in, s.y.in_len, mid, bias, NoEpilogue{}, sc);
         pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, T(0), epi);
     }
 }
