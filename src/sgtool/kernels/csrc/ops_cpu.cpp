@@ -76,10 +76,10 @@ struct NoEpilogue {
     void operator()(T*, int, int) const {}
 };
 
-// Per-thread buffer for a stage's intermediate, reused across planes.
+// Per-thread buffers for a stage's intermediates, reused across planes.
 template <typename T>
 struct Scratch {
-    std::vector<T> a, b;
+    std::vector<T> mid, rows, phases, biased;
 };
 
 template <typename T>
@@ -88,75 +88,111 @@ T* sized(std::vector<T>& v, int64_t n) {
     return v.data();
 }
 
-// Resample along the row index with whole-row updates (vectorisable):
-// out row o = sum_k taps[t0 + k*up] * (in row (i0 + k) + bias); every row is `width` wide.
+// dst[i] += sum_{k < N} w[k * wstride] * (base + k * step)[i] for i < n, all N taps in one sweep.
+template <int N, typename T>
+void add_taps_fixed(T* dst, int n, const T* base, int64_t step, const T* w, int wstride) {
+    T wk[N];
+    const T* src[N];
+    for (int k = 0; k < N; ++k) {
+        wk[k] = w[k * wstride];
+        src[k] = base + k * step;
+    }
+    for (int i = 0; i < n; ++i) {
+        T acc = dst[i];
+        for (int k = 0; k < N; ++k) acc += wk[k] * src[k][i];
+        dst[i] = acc;
+    }
+}
+
+// The same for any number of taps, up to eight per sweep, so each dst element is loaded and stored
+// once per several multiply-adds.
+template <typename T>
+void add_taps(T* dst, int n, const T* base, int64_t step, const T* w, int wstride, int count) {
+    for (int k = 0; k < count; k += 8) {
+        const T* b = base + k * step;
+        const T* wk = w + k * wstride;
+        switch (std::min(count - k, 8)) {
+            case 1: add_taps_fixed<1>(dst, n, b, step, wk, wstride); break;
+            case 2: add_taps_fixed<2>(dst, n, b, step, wk, wstride); break;
+            case 3: add_taps_fixed<3>(dst, n, b, step, wk, wstride); break;
+            case 4: add_taps_fixed<4>(dst, n, b, step, wk, wstride); break;
+            case 5: add_taps_fixed<5>(dst, n, b, step, wk, wstride); break;
+            case 6: add_taps_fixed<6>(dst, n, b, step, wk, wstride); break;
+            case 7: add_taps_fixed<7>(dst, n, b, step, wk, wstride); break;
+            default: add_taps_fixed<8>(dst, n, b, step, wk, wstride); break;
+        }
+    }
+}
+
+// Resample along the row index: out row o = sum_k taps[t0 + k*up] * in row (i0 + k).
 template <typename T, typename Epi>
-void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, T bias, const Epi& epi) {
+void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, const Epi& epi) {
     for (int o = 0; o < a.out_len; ++o) {
         T* dst = out + (int64_t)o * width;
         const TapRange& tr = a.ranges[o];
         std::fill(dst, dst + width, T(0));
-        for (int k = 0; k < tr.n; ++k) {
-            const T w = taps[tr.t0 + k * a.up];
-            const T* src = in + (int64_t)(tr.i0 + k) * width;
-            if (bias == T(0)) {
-                for (int i = 0; i < width; ++i) dst[i] += w * src[i];
-            } else {
-                for (int i = 0; i < width; ++i) dst[i] += w * (src[i] + bias);
-            }
-        }
+        add_taps(dst, width, in + (int64_t)tr.i0 * width, width, taps + tr.t0, a.up, tr.n);
         epi(dst, o, width);
     }
 }
 
-// Row helpers shared by the separable x pass and the 2-D filters. Each is a run of contiguous
-// row updates (out[j] += w * in[j + shift]) that the compiler vectorises.
+// Rows laid out for x resampling with row updates (axes that only up- or only downsample): each
+// row is split into `down` phases (phase p holds samples p, p + down, ...) of `phase_len` values,
+// sample j of a phase at `lead + j`, zeros around, so every tap reads a whole run without bounds checks.
+struct RowLayout {
+    int down, lead, phase_len, width;  // width = down * phase_len
+};
 
-// Splits a row into `down` phases of `pw` samples: buf[phase * pw + j] = src[j * down + phase].
-template <typename T>
-void split_phases(const T* src, int len, int down, int pw, T* buf) {
-    for (int i = 0; i < len; ++i) buf[(int64_t)(i % down) * pw + i / down] = src[i];
+RowLayout row_layout(const Axis& ax) {
+    RowLayout l;
+    l.down = ax.down;
+    const int count = (ax.in_len + ax.down - 1) / ax.down;
+    int last;  // highest phase index any tap reads
+    if (ax.up == 1) {
+        l.lead = std::max(0, -floor_div(-ax.pad0, ax.down));
+        last = ax.out_len - 1 + floor_div(ax.taps - 1 - ax.pad0, ax.down);
+    } else {
+        l.lead = std::max(0, -floor_div(-ax.pad0, ax.up));
+        last = (ax.out_len + ax.up - 1) / ax.up - 1 + floor_div(ax.up - 1 - ax.pad0 + ax.taps - 1, ax.up);
+    }
+    l.phase_len = l.lead + std::max(count, last + 1);
+    l.width = l.down * l.phase_len;
+    return l;
 }
 
-// dst[0, out_len) += taps (fw correlation taps) applied to a row downsampled by `down` (no
-// upsampling), the row given split into phases of `pw` samples as split_phases makes them.
 template <typename T>
-void add_row_down(const T* taps, int fw, int down, int pad, const T* split, int pw, int in_len, int out_len, T* dst,
-                  T bias) {
-    for (int tx = 0; tx < fw; ++tx) {
-        // Input column of output o under tap tx: o * down + tx - pad, kept inside [0, in_len).
-        const int lo = std::max(0, ceil_div(pad - tx, down));
-        const int hi = std::min(out_len, floor_div(in_len - 1 + pad - tx, down) + 1);
-        if (hi <= lo) continue;
-        const int shift = tx - pad;
-        const T* src = split + (int64_t)(((shift % down) + down) % down) * pw + floor_div(shift, down);
-        const T w = taps[tx];
-        if (bias == T(0)) {
-            for (int o = lo; o < hi; ++o) dst[o] += w * src[o];
-        } else {
-            for (int o = lo; o < hi; ++o) dst[o] += w * (src[o] + bias);
-        }
+void lay_out_row(const T* src, int len, const RowLayout& l, T* dst) {
+    std::fill(dst, dst + l.width, T(0));
+    if (l.down == 1) {
+        std::copy(src, src + len, dst + l.lead);
+        return;
+    }
+    for (int p = 0; p < l.down; ++p) {
+        T* phase = dst + (int64_t)p * l.phase_len + l.lead;
+        for (int i = p, j = 0; i < len; i += l.down, ++j) phase[j] = src[i];
     }
 }
 
-// Output column q * up + phase of a row upsampled by `up` (no downsampling) only meets taps of one
-// residue class, at input column q + shift: phases[phase * pw + q] += those taps' contributions.
+// acc += one laid-out row resampled along x by `taps` (fw correlation taps). Downsampling: acc is
+// the output row. Upsampling: output column q * up + phase only meets taps of one residue class,
+// at input column q + shift, so acc holds the `up` output phases of pw values each (see interleave).
 template <typename T>
-void add_row_up(const T* taps, int fw, int up, int pad, const T* src, int in_len, int out_len, T* phases, int pw,
-                T bias) {
-    for (int phase = 0; phase < up; ++phase) {
-        const int n_out = (out_len - phase + up - 1) / up;
-        T* dst = phases + (int64_t)phase * pw;
-        for (int tx = ((pad - phase) % up + up) % up; tx < fw; tx += up) {
-            const int shift = floor_div(phase - pad + tx, up);
-            const int lo = std::max(0, -shift), hi = std::min(n_out, in_len - shift);
-            const T w = taps[tx];
-            const T* sp = src + shift;
-            if (bias == T(0)) {
-                for (int q = lo; q < hi; ++q) dst[q] += w * sp[q];
-            } else {
-                for (int q = lo; q < hi; ++q) dst[q] += w * (sp[q] + bias);
-            }
+void add_row_x(const Axis& ax, const T* taps, int fw, const T* row, const RowLayout& l, T* acc, int pw) {
+    if (ax.up == 1) {
+        for (int p = 0; p < ax.down && p < fw; ++p) {
+            // Taps tx = t0, t0 + down, ... read input phase (t0 - pad) mod down, shifted by one each.
+            const int t0 = p, shift = t0 - ax.pad0;
+            const int phase = ((shift % ax.down) + ax.down) % ax.down;
+            const T* base = row + (int64_t)phase * l.phase_len + l.lead + floor_div(shift, ax.down);
+            add_taps(acc, ax.out_len, base, 1, taps + t0, ax.down, (fw - t0 + ax.down - 1) / ax.down);
+        }
+    } else {
+        for (int phase = 0; phase < ax.up; ++phase) {
+            const int t0 = ((ax.pad0 - phase) % ax.up + ax.up) % ax.up;
+            if (t0 >= fw) continue;
+            const int n_out = (ax.out_len - phase + ax.up - 1) / ax.up;
+            const T* base = row + l.lead + floor_div(phase - ax.pad0 + t0, ax.up);
+            add_taps(acc + (int64_t)phase * pw, n_out, base, 1, taps + t0, ax.up, (fw - t0 + ax.up - 1) / ax.up);
         }
     }
 }
@@ -170,33 +206,29 @@ void interleave_phases(const T* phases, int pw, int up, T* row, int len) {
 // Resample along x, row by row: row updates when the axis only up- or only downsamples, else one
 // dot product of phase-grouped taps per kept output.
 template <typename T, typename Epi>
-void pass_x(const Stage<T>& s, const T* in, int rows, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
+void pass_x(const Stage<T>& s, const T* in, int rows, T* out, const Epi& epi, Scratch<T>& sc) {
     const Axis& ax = s.x;
-    const int iw = ax.in_len, ow = ax.out_len;
-    const int pw_in = (iw + ax.down - 1) / ax.down, pw_out = (ow + ax.up - 1) / ax.up;
-    T* buf = sized(sc.b, rows_vectorise(ax) ? (int64_t)std::max(ax.down * pw_in, ax.up * pw_out) : 0);
+    const int iw = ax.in_len, ow = ax.out_len, pw = (ow + ax.up - 1) / ax.up;
+    const bool vectorise = rows_vectorise(ax);
+    RowLayout l = row_layout(ax);
+    T* laid = vectorise ? sized(sc.rows, l.width) : nullptr;
+    T* phases = vectorise && ax.up > 1 ? sized(sc.phases, (int64_t)ax.up * pw) : nullptr;
     for (int r = 0; r < rows; ++r) {
         const T* src = in + (int64_t)r * iw;
         T* dst = out + (int64_t)r * ow;
-        if (ax.up == 1) {
-            const T* split = src;
-            if (ax.down > 1) {
-                split_phases(src, iw, ax.down, pw_in, buf);
-                split = buf;
-            }
-            std::fill(dst, dst + ow, T(0));
-            add_row_down(s.f.data(), s.fw, ax.down, ax.pad0, split, pw_in, iw, ow, dst, bias);
-        } else if (ax.down == 1) {
-            std::fill(buf, buf + (int64_t)ax.up * pw_out, T(0));
-            add_row_up(s.f.data(), s.fw, ax.up, ax.pad0, src, iw, ow, buf, pw_out, bias);
-            interleave_phases(buf, pw_out, ax.up, dst, ow);
+        if (vectorise) {
+            lay_out_row(src, iw, l, laid);
+            T* acc = phases ? phases : dst;
+            std::fill(acc, acc + (phases ? (int64_t)ax.up * pw : ow), T(0));
+            add_row_x(ax, s.f.data(), s.fw, laid, l, acc, pw);
+            if (phases) interleave_phases(phases, pw, ax.up, dst, ow);
         } else {
             for (int o = 0; o < ow; ++o) {
                 const TapRange& tr = ax.ranges[o];
                 const T* fp = s.x_taps(tr);
                 const T* xp = src + tr.i0;
                 T acc = 0;
-                for (int k = 0; k < tr.n; ++k) acc += fp[k] * (xp[k] + bias);
+                for (int k = 0; k < tr.n; ++k) acc += fp[k] * xp[k];
                 dst[o] = acc;
             }
         }
@@ -206,7 +238,7 @@ void pass_x(const Stage<T>& s, const T* in, int rows, T* out, T bias, const Epi&
 
 // Non-separable filter, general case: one dot product per kept output.
 template <typename T, typename Epi>
-void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi) {
+void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, const Epi& epi) {
     const int iw = s.x.in_len, ow = s.x.out_len, upx = s.x.up;
     for (int oy = 0; oy < s.y.out_len; ++oy) {
         const TapRange& ry = s.y.ranges[oy];
@@ -217,7 +249,7 @@ void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, T bias, const Epi&
             for (int ky = 0; ky < ry.n; ++ky) {
                 const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw + rx.t0;
                 const T* src = in + (int64_t)(ry.i0 + ky) * iw + rx.i0;
-                for (int kx = 0; kx < rx.n; ++kx) acc += frow[kx * upx] * (src[kx] + bias);
+                for (int kx = 0; kx < rx.n; ++kx) acc += frow[kx * upx] * src[kx];
             }
             dst[ox] = acc;
         }
@@ -226,57 +258,66 @@ void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, T bias, const Epi&
 }
 
 // Non-separable filter whose x axis only up- or only downsamples (StyleGAN3-R's radial down filter
-// and its transpose in the backward): per output row, row updates for every tap row that reaches it.
+// and its transpose in the backward): every input row is laid out once, then each output row adds
+// the x-resampled contributions of the tap rows that reach it.
 template <typename T, typename Epi>
-void direct_2d_rows(const Stage<T>& s, const T* in, T* out, T bias, const Epi& epi, Scratch<T>& sc) {
+void direct_2d_rows(const Stage<T>& s, const T* in, T* out, const Epi& epi, Scratch<T>& sc) {
     const Axis& ax = s.x;
-    const int ih = s.y.in_len, iw = ax.in_len, ow = ax.out_len;
-    const int pw_in = (iw + ax.down - 1) / ax.down, pw_out = (ow + ax.up - 1) / ax.up;
-    // Downsampling: split every input row into phases once, as each is read by several output rows.
-    const T* rows = in;
-    int64_t row_stride = iw;
-    if (ax.down > 1) {
-        T* split = sized(sc.a, (int64_t)ih * ax.down * pw_in);
-        row_stride = (int64_t)ax.down * pw_in;
-        for (int r = 0; r < ih; ++r) split_phases(in + (int64_t)r * iw, iw, ax.down, pw_in, split + r * row_stride);
-        rows = split;
-    }
-    T* phases = ax.up > 1 ? sized(sc.b, (int64_t)ax.up * pw_out) : nullptr;
+    const int ih = s.y.in_len, iw = ax.in_len, ow = ax.out_len, pw = (ow + ax.up - 1) / ax.up;
+    RowLayout l = row_layout(ax);
+    T* rows = sized(sc.rows, (int64_t)ih * l.width);
+    for (int r = 0; r < ih; ++r) lay_out_row(in + (int64_t)r * iw, iw, l, rows + (int64_t)r * l.width);
+    T* phases = ax.up > 1 ? sized(sc.phases, (int64_t)ax.up * pw) : nullptr;
     for (int oy = 0; oy < s.y.out_len; ++oy) {
         const TapRange& ry = s.y.ranges[oy];
         T* dst = out + (int64_t)oy * ow;
         T* acc = phases ? phases : dst;
-        std::fill(acc, acc + (phases ? (int64_t)ax.up * pw_out : ow), T(0));
+        std::fill(acc, acc + (phases ? (int64_t)ax.up * pw : ow), T(0));
         for (int ky = 0; ky < ry.n; ++ky) {
             const T* frow = s.f.data() + (int64_t)(ry.t0 + ky * s.y.up) * s.fw;
-            const T* src = rows + (int64_t)(ry.i0 + ky) * row_stride;
-            if (phases)
-                add_row_up(frow, s.fw, ax.up, ax.pad0, src, iw, ow, phases, pw_out, bias);
-            else
-                add_row_down(frow, s.fw, ax.down, ax.pad0, src, pw_in, iw, ow, dst, bias);
+            add_row_x(ax, frow, s.fw, rows + (int64_t)(ry.i0 + ky) * l.width, l, acc, pw);
         }
-        if (phases) interleave_phases(phases, pw_out, ax.up, dst, ow);
+        if (phases) interleave_phases(phases, pw, ax.up, dst, ow);
         epi(dst, oy, ow);
     }
 }
 
-// One plane through one stage: bias is added to every input read, epi runs on each output row.
+// One plane through one stage: bias is added to every input sample (not to the zero padding), epi
+// runs on each output row.
 template <typename T, typename Epi>
 void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi) {
+    const int64_t in_plane = (int64_t)s.y.in_len * s.x.in_len;
+    if (bias != T(0)) {
+        T* biased = sized(sc.biased, in_plane);
+        for (int64_t i = 0; i < in_plane; ++i) biased[i] = in[i] + bias;
+        in = biased;
+    }
     if (!s.separable) {
         if (rows_vectorise(s.x))
-            direct_2d_rows(s, in, out, bias, epi, sc);
+            direct_2d_rows(s, in, out, epi, sc);
         else
-            direct_2d_scalar(s, in, out, bias, epi);
+            direct_2d_scalar(s, in, out, epi);
     } else if (s.y_first) {
-        T* mid = sized(sc.a, (int64_t)s.y.out_len * s.x.in_len);
-        pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, bias, NoEpilogue{});
-        pass_x(s, mid, s.y.out_len, out, T(0), epi, sc);
+        T* mid = sized(sc.mid, (int64_t)s.y.out_len * s.x.in_len);
+        pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, NoEpilogue{});
+        pass_x(s, mid, s.y.out_len, out, epi, sc);
     } else {
-        T* mid = sized(sc.a, (int64_t)s.y.in_len * s.x.out_len);
-        pass_x(s, in, s.y.in_len, mid, bias, NoEpilogue{}, sc);
-        pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, T(0), epi);
+        T* mid = sized(sc.mid, (int64_t)s.y.in_len * s.x.out_len);
+        pass_x(s, in, s.y.in_len, mid, NoEpilogue{}, sc);
+        pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, epi);
     }
+}
+
+// lrelu_forward over a row when no codes are kept: the same operations in the same order, written
+// without the per-element code store so that the loop vectorises.
+template <typename T>
+void lrelu_row(T* row, int n, T gain, T slope, T clamp) {
+    for (int i = 0; i < n; ++i) {
+        const T v = row[i];
+        row[i] = (v > T(0) ? v : v * slope) * gain;
+    }
+    if (clamp >= T(0))
+        for (int i = 0; i < n; ++i) row[i] = std::min(std::max(row[i], -clamp), clamp);
 }
 
 void check_input(const torch::Tensor& x, const char* name) {
@@ -337,12 +378,15 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> tmp(tmp_plane);
             Scratch<scalar_t> scratch;
-            std::vector<uint8_t> discard(code_ptr ? 0 : tw);
             for (int64_t p = begin; p < end; ++p) {
                 uint8_t* plane_codes = code_ptr ? code_ptr + p * tmp_plane : nullptr;
                 auto activate = [&](scalar_t* row, int r, int width) {
-                    uint8_t* rc = plane_codes ? plane_codes + (int64_t)r * width : discard.data();
-                    for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, rc + i);
+                    if (plane_codes) {
+                        uint8_t* rc = plane_codes + (int64_t)r * width;
+                        for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, rc + i);
+                    } else {
+                        lrelu_row(row, width, g, s, c);
+                    }
                 };
                 const scalar_t bp = bias ? bias[p % channels] : scalar_t(0);
                 run_stage(up_stage, src + p * in_plane, tmp.data(), bp, scratch, activate);
@@ -379,6 +423,8 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
         scalar_t* dst = dx.data_ptr<scalar_t>();
         const int64_t out_plane = (int64_t)oh * ow, tmp_plane = (int64_t)th * tw, in_plane = (int64_t)in_h * in_w;
         const scalar_t g = gain, s = slope;
+        const scalar_t grad_of[3] = {lrelu_grad(kPositive, g, s), lrelu_grad(kNegative, g, s),
+                                     lrelu_grad(kClamped, g, s)};
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> tmp(tmp_plane);
             Scratch<scalar_t> scratch;
@@ -386,7 +432,7 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
                 const uint8_t* plane_codes = code_ptr + p * tmp_plane;
                 auto chain = [&](scalar_t* row, int r, int width) {
                     const uint8_t* rc = plane_codes + (int64_t)r * width;
-                    for (int i = 0; i < width; ++i) row[i] *= lrelu_grad(rc[i], g, s);
+                    for (int i = 0; i < width; ++i) row[i] *= grad_of[rc[i]];
                 };
                 run_stage(down_t, src + p * out_plane, tmp.data(), scalar_t(0), scratch, chain);
                 run_stage(up_t, tmp.data(), dst + p * in_plane, scalar_t(0), scratch, NoEpilogue{});
