@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_video_clip import make_clip  # noqa: E402
+from support.clips import make_clip  # noqa: E402
 
 from sgtool.device import resolve_device  # noqa: E402
 from sgtool.pipelines.video import VideoSettings, run_video  # noqa: E402

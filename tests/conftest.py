@@ -1,23 +1,14 @@
-"""Shared fixtures: the golden reference data beside the repository and small helpers."""
+"""Fixtures every test folder shares (helpers that are not fixtures live in `support/`)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-GOLDEN = (Path(__file__).resolve().parents[1] / ".." / "shared" / "golden").resolve()
-GENERATOR_FIXTURES = ("sg3t_64", "sg3r_64", "sg2_64")
-
-
-def golden_dir(*parts: str) -> Path:
-    path = GOLDEN.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"golden reference data not found at {path} (it ships beside the repository in CI)")
-    return path
+from support.golden import golden_dir
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +27,3 @@ def golden_generator_files():
         return folder / f"{name}.pkl", meta, io, state
 
     return files
-
-
-def small_stylegan3_w512(seed: int = 0):
-    """A 64 px StyleGAN3 with the real 16 x 512 latent layout: the golden ReStyle encoders invert into it
-    quickly (their own decoder renders 512 px, seconds per frame on a CPU)."""
-    from sgtool.models import build_generator
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_generator("stylegan3", dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=64, img_channels=3,
-                                                 channel_base=1024, channel_max=16, mapping_kwargs={"num_layers": 2}))

@@ -59,16 +59,21 @@ def ensure_hub_file(url: str) -> Path:
                       f"{path} (or set TORCH_HOME to the folder that holds hub/checkpoints/{path.name})")
 
 
-def load_lpips(net: str = "vgg", device="cpu", random_backbone: bool = False) -> torch.nn.Module:
-    """LPIPS distance (inputs in [-1, 1]); `random_backbone` is for tests that must not need ImageNet weights."""
+def load_lpips(net: str = "vgg", device="cpu", random_backbone: bool = False, seed: int = 0) -> torch.nn.Module:
+    """LPIPS distance (inputs in [-1, 1]).
+
+    `random_backbone` is for tests that must not need ImageNet weights: the backbone is drawn from
+    `seed` on its own random stream, so a run (and its resumption) always gets the same network.
+    """
     import lpips
 
     if net not in LPIPS_BACKBONES:
         raise SgtoolError(f"unknown LPIPS network {net!r}; choose one of {', '.join(LPIPS_BACKBONES)}")
     if not random_backbone:
         ensure_hub_file(LPIPS_BACKBONES[net])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         # lpips still uses torchvision's deprecated `pretrained=` argument.
         warnings.simplefilter("ignore", UserWarning)
+        torch.manual_seed(seed)
         model = lpips.LPIPS(net=net, pnet_rand=random_backbone, verbose=False)
     return model.eval().requires_grad_(False).to(device)

@@ -1,64 +1,26 @@
-"""Conventions every subcommand shares: options, config loading, error reporting, JSON output."""
+"""What every subcommand shares: the console, error reporting, progress bars, checkpoint resolution."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import load_config
 from ..errors import SgtoolError
+from ..progress import Reporter
+from ..settings.base import Checkpoint, Settings, metadata_of
 
 # Human-facing output goes to stderr so that stdout stays clean for `--json`.
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file overriding the command's defaults.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one config key: --set key=value.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
-KernelsOpt = Annotated[Optional[str], typer.Option("--kernels", help="Op backend: auto, ref or jit.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable results on stdout.")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", help="Process only shard K of N of the inputs (K/N, from 1); join the shards' manifests with "
-                    "`sgtool merge-manifests`.")]
-
-
-@dataclass
-class Context:
-    """What a command needs after parsing: its merged config and the output mode."""
-
-    config: dict
-    json: bool
-
-    def override(self, pairs) -> dict:
-        """Put the CLI values that were given ((key, value) pairs, None = not given) over the config."""
-        for key, value in pairs:
-            if value is not None:
-                self.config[key] = str(value) if isinstance(value, Path) else value
-        return self.config
-
-
-def setup(command: str, config_file: Path | None, overrides: list[str] | None, json_out: bool,
-          device: str | None = None, kernels: str | None = None) -> Context:
-    """Load `configs/<command>.yaml` (+ file + --set) and apply the device/kernel choices to it."""
-    config = load_config(command, config_file, overrides or [])
-    if device is not None:
-        config["device"] = device
-    if kernels is not None:
-        config["kernels"] = kernels
-    if "kernels" in config:
-        from .. import kernels as kernel_ops
-
-        try:
-            kernel_ops.set_backend(str(config["kernels"]))
-        except ValueError as exc:
-            raise SgtoolError(f"--kernels: {exc}") from None
-    return Context(config=config, json=json_out)
+                    "`sgtool merge-manifests`.", rich_help_panel="Run")]
 
 
 def emit_json(data: Any) -> None:
@@ -81,3 +43,103 @@ def reports_errors(func: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def resolve_checkpoints(settings: Settings) -> Settings:
+    """Every checkpoint setting as a file (registry names downloaded or found in the cache) or built-in name,
+    before any work starts: a bad name fails at once. Also selects the op backend."""
+    from ..hub import resolve_reference
+
+    updates = {}
+    for name in type(settings).model_fields:
+        marker = metadata_of(type(settings), name, Checkpoint)
+        value = getattr(settings, name)
+        if marker is not None and value is not None:
+            updates[name] = resolve_reference(value, kind=marker.kind)
+    kernels = getattr(settings, "kernels", None)
+    if kernels is not None:
+        from .. import kernels as kernel_ops
+
+        kernel_ops.set_backend(kernels)
+    return settings.model_copy(update=updates)
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr: one per task, nested tasks (a projection inside a batch) below their parent."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: list = []
+
+    def start(self, label: str, total: int | None = None) -> None:
+        self.tasks.append(self.progress.add_task(label, total=total, info=""))
+
+    def advance(self, count: int = 1, info: str = "") -> None:
+        if self.tasks:
+            self.progress.update(self.tasks[-1], advance=count, info=info)
+
+    def finish(self) -> None:
+        if self.tasks:
+            self.progress.remove_task(self.tasks.pop())
+
+    def warn(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+
+
+def progress_bars(quiet: bool, transient: bool = True) -> Progress:
+    """The progress display of a command (hidden with --json)."""
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    return Progress(*columns, console=console, transient=transient, disable=quiet)
+
+
+def finish_batch(run, summary: dict, message: str) -> None:
+    """Report a batch command's result and leave with its exit code (1 when some items failed)."""
+    run.report(summary, message)
+    if not run.json:
+        for item in summary.get("failed", []):
+            console.print(f"[red]failed[/] {item['input']}: {item['error']}", highlight=False, soft_wrap=True)
+    code = summary.get("exit_code", 0)
+    if code:
+        raise typer.Exit(code)
+
+
+# --- Transitional: the old per-command option plumbing, removed once every command uses `options.command`.
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ..config import load_config  # noqa: E402
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file overriding the command's defaults.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override one config key: --set key=value.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
+KernelsOpt = Annotated[Optional[str], typer.Option("--kernels", help="Op backend: auto, ref or jit.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable results on stdout.")]
+
+
+@dataclass
+class Context:
+    config: dict
+    json: bool
+
+    def override(self, pairs) -> dict:
+        for key, value in pairs:
+            if value is not None:
+                self.config[key] = str(value) if isinstance(value, Path) else value
+        return self.config
+
+
+def setup(command: str, config_file, overrides, json_out: bool, device=None, kernels=None) -> Context:
+    config = load_config(command, config_file, overrides or [])
+    if device is not None:
+        config["device"] = device
+    if kernels is not None:
+        config["kernels"] = kernels
+    if "kernels" in config:
+        from .. import kernels as kernel_ops
+
+        try:
+            kernel_ops.set_backend(str(config["kernels"]))
+        except ValueError as exc:
+            raise SgtoolError(f"--kernels: {exc}") from None
+    return Context(config=config, json=json_out)

@@ -40,6 +40,7 @@ __all__ = [
     "DownloadError", "HtmlPageError", "IntegrityError", "KINDS", "ModelEntry", "cached_path", "copy_into",
     "ensure_model", "entry_for_url", "find_entry", "get_entry", "is_offline", "is_registry_reference",
     "load_registry", "manual_hint", "models_dir", "record_path", "registry_path", "resolve_checkpoint",
+    "resolve_reference",
     "sgtool_home", "verify_model",
 ]
 
@@ -70,6 +71,32 @@ def resolve_checkpoint(name_or_path, offline: bool | None = None, kind: str | No
         raise SgtoolError(f"{entry.name} is {article} {entry.kind} checkpoint, not a {kind}; "
                           f"`sgtool models list --kind {kind}` shows the {kind}s")
     return ensure_model(entry, offline=offline, progress=progress)
+
+
+def resolve_reference(ref, kind: str | None = None) -> str:
+    """What a checkpoint option names, as something to open: an existing file's path, a built-in test
+    generator's name, or a registry name's cached file (downloaded first unless offline).
+
+    The one place names are resolved; commands call it for every checkpoint setting before any work.
+    """
+    from ..models.builtin import BUILTIN_GENERATORS
+
+    text = str(ref).strip()
+    if not text:
+        raise SgtoolError(f"the {kind or 'checkpoint'} name is empty; give a file, a registry name "
+                          "(`sgtool models list`) or a built-in test model")
+    path = Path(text).expanduser()
+    if path.exists():
+        return str(path)
+    if kind in (None, "generator") and text in BUILTIN_GENERATORS:
+        return text
+    entry = find_entry(text) or entry_for_url(text)
+    if entry is None:
+        builtins = f", or a built-in test model ({', '.join(BUILTIN_GENERATORS)})" if kind in (None, "generator") \
+            else ""
+        raise CheckpointError(f"{text} does not exist and is not a model registry name; give a checkpoint file, a "
+                              f"registry name (`sgtool models list{f' --kind {kind}' if kind else ''}`){builtins}")
+    return str(resolve_checkpoint(text, kind=kind))
 
 
 def ensure_model(entry: ModelEntry | str, offline: bool | None = None, force: bool = False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .loading import build_generator
+from .factory import build_generator
 
 _TINY = dict(z_dim=32, w_dim=32, c_dim=0, img_resolution=64, img_channels=3, mapping_kwargs={"num_layers": 2})
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .factory import build_generator, load_state
 
 ROSINALITY_FILTER = (1, 3, 3, 1)
 ROSINALITY_LR_MLP = 0.01
@@ -187,8 +188,6 @@ def generator_from_rosinality(state: dict, latent_avg: torch.Tensor | None = Non
 
     Without a stored latent_avg, w_avg is estimated as rosinality does (mean of 4096 mapped z).
     """
-    from .loading import build_generator, load_state
-
     ours, kwargs = to_nvidia_state(state, latent_avg, source)
     generator = build_generator("stylegan2", kwargs)
     # The FIR filters are fixed buffers derived from [1, 3, 3, 1] (checked above), as built.

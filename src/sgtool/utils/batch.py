@@ -34,6 +34,8 @@ from .io import write_json
 T = TypeVar("T")
 MANIFEST_FORMAT = "sgtool-manifest"
 MANIFEST_VERSION = 1
+STATUSES = ("ok", "skipped", "failed", "not_run")  # skipped: done by an earlier run; not_run: interrupted
+DONE = ("ok", "skipped")
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ def write_manifest(outdir: str | Path, command: str, shard: Shard | None, items:
     `shard_file_name(summary_file, shard)` in `outdir`; merge-manifests joins those files too.
     """
     for item in items:
-        if "input" not in item or item.get("status") not in ("ok", "failed"):
-            raise ValueError(f"manifest items need 'input' and status ok/failed, got {item!r}")
+        if "input" not in item or item.get("status") not in STATUSES:
+            raise ValueError(f"manifest items need 'input' and a status of {', '.join(STATUSES)}, got {item!r}")
     manifest = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "command": command,
         "shard": None if shard is None else {"index": shard.index, "count": shard.count},
@@ -175,12 +177,12 @@ def merge_manifests(paths: Iterable[str | Path]) -> dict:
             previous = by_input.get(key)
             if previous is not None:
                 duplicates.append(key)
-                if previous["status"] == "ok":
+                if previous["status"] in DONE:
                     continue  # keep a success over a later failure of the same input
             by_input[key] = {**item, "manifest": str(path)}
     missing = sorted(set(range(1, count + 1)) - set(seen_shards)) if count else []
     items = [by_input[key] for key in sorted(by_input)]
-    failed = [item["input"] for item in items if item["status"] != "ok"]
+    failed = [item["input"] for item in items if item["status"] not in DONE]
     return {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "command": commands.pop(),
         "shard": None, "merged_from": [str(p) for p in files], "shard_count": count, "missing_shards": missing,

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import CheckpointError
-from ..loading import generator_from_state_dict
+from ..factory import generator_from_state_dict
 from .loading import EncoderCheckpoint, load_module_state, register_encoder_family
 from .restyle import RESTYLE_ENCODERS
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError
-from ..loading import check_state_names
+from ..factory import check_state_names
 
 # Classes a trainer's `opts` may legitimately hold; nothing else is admitted by the unpickler.
 SAFE_OPTS_CLASSES = [pathlib.PosixPath, pathlib.WindowsPath]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import golden_dir
+from support.golden import golden_dir
 from sgtool.cli import app
 from sgtool.latents import load_latents, load_npy
 from sgtool.models import build_generator

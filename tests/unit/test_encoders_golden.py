@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import golden_dir
+from support.golden import golden_dir
 from sgtool.errors import CheckpointError
 from sgtool.models.encoders import (
     RESTYLE_ENCODERS,

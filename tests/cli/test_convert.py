@@ -13,7 +13,7 @@ from sgtool.cli import app
 from sgtool.models import describe_generator, load_generator
 from sgtool.pipelines.convert import convert_generator, render_check
 
-from conftest import golden_dir
+from support.golden import golden_dir
 
 runner = CliRunner()
 

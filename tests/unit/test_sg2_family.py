@@ -13,7 +13,7 @@ from sgtool.errors import CheckpointError
 from sgtool.models import describe_generator, load_generator
 from sgtool.models.rosinality import export_rosinality, generator_kwargs, name_pairs, to_nvidia_state
 
-from conftest import golden_dir
+from support.golden import golden_dir
 
 ATOL = 1e-4  # README: generator and encoder outputs atol 1e-4 (rtol 1e-4)
 

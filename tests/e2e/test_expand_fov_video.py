@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import torch
-from test_video_clip import make_clip
+from support.clips import make_clip
 from typer.testing import CliRunner
 
-from conftest import golden_dir, small_stylegan3_w512
+from support.golden import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
 from sgtool.pipelines.video_io import audio_streams, count_frames, probe
 

@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_video_clip import make_clip
+from support.clips import make_clip
 from typer.testing import CliRunner
 
-from conftest import golden_dir, small_stylegan3_w512
+from support.golden import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
 from sgtool.pipelines.smoothing import jitter
 from sgtool.pipelines.video_io import VideoWriter, audio_streams, count_frames, decode_frames, probe

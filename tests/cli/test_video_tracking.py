@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from test_video_clip import make_clip, render_frame
+from support.clips import make_clip, render_frame
 
 from sgtool.errors import SgtoolError
 from sgtool.pipelines.align import transform_parameters

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GENERATOR_FIXTURES
+from support.golden import GENERATOR_FIXTURES
 from sgtool.geometry import input_transform
 from sgtool.models import build_generator, generator_from_state_dict, load_generator, load_state, save_generator
 

@@ -17,7 +17,7 @@ from sgtool.models import load_generator, save_generator
 from sgtool.models.encoders.hyperstyle import load_hyperstyle, synthesize_with_deltas
 from sgtool.utils.io import to_uint8
 
-from conftest import golden_dir
+from support.golden import golden_dir
 
 runner = CliRunner()
 # README: images atol 1e-3 (iteration 1) .. 3e-3 (iteration 3); delta corners atol 1e-4; sums rtol 1e-4.

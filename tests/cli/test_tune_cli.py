@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import golden_dir
+from support.golden import golden_dir
 from sgtool.cli import app
 from sgtool.geometry import input_transform
 from sgtool.models import load_generator

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import golden_dir
+from support.golden import golden_dir
 from sgtool import kernels
 from sgtool.errors import SgtoolError
 from sgtool.losses import load_lpips

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GENERATOR_FIXTURES, golden_dir
+from support.golden import GENERATOR_FIXTURES, golden_dir
 from sgtool import kernels
 from sgtool.kernels import jit, jit_ops, ref
 from sgtool.models import load_generator

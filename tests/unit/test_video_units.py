@@ -204,7 +204,7 @@ def test_interrupted_writer_leaves_nothing(tmp_path):
 
 
 def test_audio_is_copied_or_reencoded_and_trimmed(tmp_path):
-    from test_video_clip import write_tone
+    from support.clips import write_tone
 
     with VideoWriter(tmp_path / "v.mp4", 32, 32, Fraction(10)) as writer:
         for _ in range(10):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import golden_dir
+from support.golden import golden_dir
 from sgtool.config import load_config
 from sgtool.losses import load_lpips
 from sgtool.metrics import psnr

@@ -28,7 +28,7 @@ from sgtool import hub
 from sgtool.errors import SgtoolError
 from sgtool.hub import download as hub_download
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _State:
@@ -550,7 +550,7 @@ def test_load_generator_accepts_a_registry_name(server, env):
 
     from sgtool.models import load_generator
 
-    golden = (Path(__file__).parents[1] / ".." / "shared" / "golden" / "generators").resolve()
+    golden = (REPO / ".." / "shared" / "golden" / "generators").resolve()
     if not golden.exists():
         pytest.skip(f"golden reference data not found at {golden} (it ships beside the repository in CI)")
     source = golden / "sg3t_64.pkl"

@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from conftest import GENERATOR_FIXTURES, golden_dir
+from support.golden import GENERATOR_FIXTURES, golden_dir
 from sgtool import kernels
 from sgtool.models import load_generator
 from sgtool.models.nvidia_pickle import MODULE_SRC, save_nvidia_pickle

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,12 +11,12 @@ import skimage.data
 import torch
 from PIL import Image
 
+from support.golden import golden_dir
 from sgtool.errors import SgtoolError
 from sgtool.geometry import make_transform
 from sgtool.pipelines import align as A
 from sgtool.pipelines.faces import FaceFinder, pyramid_tiles
 
-GOLDEN = (Path(__file__).resolve().parents[1] / ".." / "shared" / "golden").resolve()
 SIZE = 256
 
 
@@ -219,9 +218,7 @@ def estimate_motion(base: np.ndarray, moved: np.ndarray, angles=np.arange(-40, 4
 @pytest.mark.parametrize("fixture, lean, shift", [("sg3r_64", -12.0, (14.0, -9.0)), ("sg3t_64", 0.0, (-12.0, 7.0))])
 def test_stylegan3_render_moves_as_the_transform_says(fixture, lean, shift):
     # sg3r is rotation-equivariant, sg3t only translation-equivariant, so sg3t checks the shift alone.
-    pkl = GOLDEN / "generators" / f"{fixture}.pkl"
-    if not pkl.exists():
-        pytest.skip(f"golden fixture {pkl} not found (it ships beside the repository in CI)")
+    pkl = golden_dir("generators") / f"{fixture}.pkl"
     from sgtool.models import load_generator
 
     side = 160.0

@@ -18,7 +18,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:
 
 @pytest.fixture(scope="module")
 def sg3t():
-    from conftest import golden_dir
+    from support.golden import golden_dir
 
     folder = golden_dir("generators")
     G = load_generator(folder / "sg3t_64.pkl")
@@ -88,7 +88,7 @@ def test_refuses_more_than_twice_the_resolution_and_stylegan2(sg3t):
     G, ws = sg3t
     with pytest.raises(SgtoolError, match="more than 2x"):
         expand_fov(G, ws, Margins(left=40, right=40))
-    from conftest import golden_dir
+    from support.golden import golden_dir
 
     sg2 = load_generator(golden_dir("generators") / "sg2_64.pkl")
     with pytest.raises(SgtoolError, match="StyleGAN2 has no input transform"):
@@ -100,7 +100,7 @@ def test_cli_expands_latent_with_edit_and_transform(tmp_path):
 
     from typer.testing import CliRunner
 
-    from conftest import golden_dir
+    from support.golden import golden_dir
     from sgtool.cli import app
     from sgtool.geometry import input_transform
 
@@ -147,7 +147,7 @@ def test_cli_shards_split_latent_batches_and_merge(tmp_path):
 
     from typer.testing import CliRunner
 
-    from conftest import golden_dir
+    from support.golden import golden_dir
     from sgtool.cli import app
 
     pkl = golden_dir("generators") / "sg3t_64.pkl"

@@ -1,0 +1,184 @@
+"""Our generators from constructor arguments or bare state dicts, with strict weight checks.
+
+The official configs fix channel schedules; everything else (resolution, dims, depth) is read from
+tensor shapes, so stylegan3-editing's bare `.pt` generators load without their training config.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from . import stylegan2, stylegan3
+
+GENERATOR_CLASSES = {"stylegan3": stylegan3.Generator, "stylegan2": stylegan2.Generator}
+
+# The official configs' channel schedules; shapes fix the rest (resolution, dims, depth).
+ARCH_PRESETS = {
+    "stylegan3-t": dict(channel_base=32768, channel_max=512, conv_kernel=3, use_radial_filters=False),
+    "stylegan3-r": dict(channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True),
+    "stylegan2": dict(channel_base=32768, channel_max=512),
+}
+
+
+def build_generator(kind: str, init_kwargs: dict) -> nn.Module:
+    """Construct our generator from NVIDIA-style constructor kwargs."""
+    if kind not in GENERATOR_CLASSES:
+        raise CheckpointError(f"unknown generator kind {kind!r}; known: {', '.join(GENERATOR_CLASSES)}")
+    kwargs = dict(init_kwargs)
+    # stylegan2-ada-pytorch nested the synthesis options; later releases pass them flat.
+    kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})
+    try:
+        return GENERATOR_CLASSES[kind](**kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"unsupported {kind} generator options: {exc}") from None
+
+
+def check_state_names(module: nn.Module, state: dict, source: str, what: str = "the generator it describes") -> None:
+    """Strict name and shape check of `state` against `module`, mismatches reported in one line."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    wrong = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if names:
+                parts.append(f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
+        raise CheckpointError(f"{source} does not match {what} ({'; '.join(parts)})")
+
+
+def load_state(generator: nn.Module, state: dict, source: str) -> None:
+    """Copy weights into a generator after a strict name and shape check."""
+    check_state_names(generator, state, source)
+    generator.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+
+
+def _count_indexed(state, pattern) -> int:
+    return sum(1 for k in state if re.fullmatch(pattern, k))
+
+
+def infer_stylegan3_kwargs(state: dict, preset: dict | None = None) -> dict:
+    """Constructor kwargs of a StyleGAN3 generator from its state-dict shapes."""
+    layers = {}
+    for key in state:
+        m = re.fullmatch(r"synthesis\.L(\d+)_(\d+)_(\d+)\.weight", key)
+        if m:
+            layers[int(m.group(1))] = (int(m.group(2)), int(m.group(3)), state[key])
+    if not layers:
+        raise CheckpointError("no StyleGAN3 synthesis layers (synthesis.L*_*_*) in the state dict")
+    num_layers = max(layers)
+    kwargs = _mapping_kwargs(state)
+    kwargs.update(img_resolution=layers[num_layers][0], img_channels=layers[num_layers][1],
+                  num_layers=num_layers, conv_kernel=int(layers[0][2].shape[-1]),
+                  use_radial_filters=any(k.endswith("down_filter") and v.ndim == 2 for k, v in state.items()))
+    if kwargs["num_layers"] == 14:
+        kwargs.pop("num_layers")
+    if preset:
+        kwargs.update(preset)
+    else:
+        channels = [layers[i][1] for i in range(num_layers)]
+        kwargs.update(_sg3_channel_schedule(channels, kwargs["img_resolution"], num_layers))
+    return kwargs
+
+
+def _sg3_channel_schedule(channels, img_resolution, num_layers, num_critical=2, first_cutoff=2):
+    exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
+    cutoffs = first_cutoff * (img_resolution / 2 / first_cutoff) ** exponents
+    channel_max = max(channels)
+    for exponent in range(4, 22):
+        base = 2 ** exponent
+        guess = np.rint(np.minimum((base / 2) / cutoffs[:num_layers], channel_max)).astype(int).tolist()
+        if guess == channels:
+            return dict(channel_base=base, channel_max=channel_max)
+    raise CheckpointError("cannot infer the channel schedule of this StyleGAN3 state dict; pass --arch")
+
+
+def infer_stylegan2_kwargs(state: dict, preset: dict | None = None) -> dict:
+    """Constructor kwargs of a StyleGAN2 (NVIDIA layout) generator from its state-dict shapes."""
+    resolutions = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
+    if not resolutions:
+        raise CheckpointError("no StyleGAN2 synthesis blocks (synthesis.b*) in the state dict")
+    img_resolution = resolutions[-1]
+    kwargs = _mapping_kwargs(state)
+    kwargs.update(img_resolution=img_resolution,
+                  img_channels=int(state[f"synthesis.b{img_resolution}.torgb.weight"].shape[0]))
+    if any(k.startswith("synthesis.b8.skip.") for k in state):
+        kwargs["architecture"] = "resnet"
+    elif "synthesis.b4.torgb.weight" in state:
+        kwargs["architecture"] = "skip"
+    else:
+        kwargs["architecture"] = "orig"
+    if preset:
+        kwargs.update(preset)
+        return kwargs
+    channels = {r: int(state[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions}
+    channel_max = max(channels.values())
+    for exponent in range(4, 22):
+        if all(min(2 ** exponent // r, channel_max) == c for r, c in channels.items()):
+            kwargs.update(channel_base=2 ** exponent, channel_max=channel_max)
+            return kwargs
+    raise CheckpointError("cannot infer the channel schedule of this StyleGAN2 state dict; pass --arch")
+
+
+def _mapping_kwargs(state: dict) -> dict:
+    if "mapping.w_avg" not in state or "mapping.fc0.weight" not in state:
+        raise CheckpointError("the state dict has no mapping network (mapping.fc0, mapping.w_avg)")
+    w_dim = int(state["mapping.w_avg"].shape[0])
+    c_dim = int(state["mapping.embed.weight"].shape[1]) if "mapping.embed.weight" in state else 0
+    embed = int(state["mapping.embed.weight"].shape[0]) if c_dim else 0
+    z_dim = int(state["mapping.fc0.weight"].shape[1]) - embed
+    num_layers = _count_indexed(state, r"mapping\.fc\d+\.weight")
+    mapping = {"num_layers": num_layers}
+    if c_dim and embed != w_dim:
+        mapping["embed_features"] = embed
+    return dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, mapping_kwargs=mapping)
+
+
+def generator_from_state_dict(state: dict, arch: str | dict | None = None, source: str = "state dict"):
+    """Build and load a generator from a bare NVIDIA-named state dict, inferring its architecture."""
+    state = {k: v for k, v in state.items() if k != "synthesis.input.transform" or v.shape == (3, 3)}
+    is_sg3 = any(k.startswith("synthesis.input.") for k in state)
+    preset = None
+    if isinstance(arch, str):
+        if arch not in ARCH_PRESETS:
+            raise CheckpointError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_PRESETS)}")
+        preset = ARCH_PRESETS[arch]
+        is_sg3 = arch.startswith("stylegan3")
+    if isinstance(arch, dict):
+        kind, kwargs = ("stylegan3" if is_sg3 else "stylegan2"), dict(arch)
+    elif is_sg3:
+        kind, kwargs = "stylegan3", infer_stylegan3_kwargs(state, preset)
+    else:
+        kind, kwargs = "stylegan2", infer_stylegan2_kwargs(state, preset)
+    generator = build_generator(kind, kwargs)
+    # A bare state dict may lack the identity input transform (some tools drop it).
+    if "synthesis.input.transform" in generator.state_dict() and "synthesis.input.transform" not in state:
+        state["synthesis.input.transform"] = torch.eye(3)
+    load_state(generator, state, source)
+    return generator
+
+
+def describe_generator(generator: nn.Module) -> dict:
+    """Facts `sgtool info` reports."""
+    info = {
+        "kind": generator.kind,
+        "layout": getattr(generator, "layout", "builtin" if getattr(generator, "is_test_model", False) else None),
+        "config": generator.config_name,
+        "resolution": generator.img_resolution,
+        "img_channels": generator.img_channels,
+        "z_dim": generator.z_dim,
+        "w_dim": generator.w_dim,
+        "c_dim": generator.c_dim,
+        "num_ws": generator.num_ws,
+        "mapping_layers": generator.mapping.num_layers,
+        "parameters": sum(p.numel() for p in generator.parameters()),
+        "init_kwargs": generator.init_kwargs,
+    }
+    if generator.kind == "stylegan3":
+        info["input_transform_identity"] = bool(torch.equal(generator.synthesis.input.transform.cpu(), torch.eye(3)))
+    return info

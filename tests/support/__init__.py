@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and the benchmarks): golden data, synthetic clips, tiny models."""
