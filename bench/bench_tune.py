@@ -47,7 +47,7 @@ def child(case: str, backend: str, steps: int) -> None:
         pivot = G.mapping(torch.randn(1, G.z_dim), None, truncation_psi=0.7)[0]
     size = G.img_resolution
     target = TuneTarget("bench", torch.rand(3, size, size) * 2 - 1, pivot)
-    settings = TuneSettings(steps=10_000, lpips_threshold=0.0, random_lpips_backbone=True)
+    settings = TuneSettings(steps=10_000, lpips_threshold=0.0, lpips_random_backbone=True)
     tuner = PivotalTuner(G, [target], settings, lpips_model=lpips_model)
     fell_back = False
     with kernels.use(backend), warnings.catch_warnings(record=True) as caught:

@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.clips import make_clip  # noqa: E402
 
 from sgtool.device import resolve_device  # noqa: E402
-from sgtool.pipelines.video import VideoSettings, run_video  # noqa: E402
+from sgtool.pipelines.video import run_video  # noqa: E402
 from sgtool.pipelines.video_io import VideoWriter, decode_frames  # noqa: E402
+from sgtool.settings import VideoSettings  # noqa: E402
 
 GOLDEN = (ROOT / ".." / "shared" / "golden" / "encoders").resolve()
 SECONDS, FPS, SIZE = 10, Fraction(25), 512
@@ -59,9 +60,9 @@ def main():
         del decoded
         reference = (decode + encode) / frames
 
-        settings = VideoSettings(max_frames=frames, size=256, invert_steps=None, batch_size=4, device=str(device),
-                                 edits=["age=+2"], directions=[f"age={tmp / 'age.npy'}"])
-        summary = run_video(clip.path, tmp / "run", encoder, settings)
+        settings = VideoSettings(encoder=str(encoder), outdir=tmp / "run", max_frames=frames, size=256, batch_size=4,
+                                 device=str(device), edits=["age=+2"], directions=[f"age={tmp / 'age.npy'}"])
+        summary = run_video(clip.path, settings)
 
     print(f"{frames} of {SECONDS * int(FPS)} frames ({SIZE}x{SIZE}, {float(FPS):g} fps) on {device}; "
           f"golden BackboneEncoder + its 512 px decoder, crops 256 px")

@@ -10,8 +10,6 @@ the pipeline runs end to end, the pictures are not meaningful.
 from __future__ import annotations
 
 import html
-import json
-import os
 import shlex
 import subprocess
 import sys
@@ -82,7 +80,8 @@ def make_clip(photo: Path, path: Path, seconds: float = 1.5, fps: int = 12, size
 
     pan = f"crop={size}:{size}:'32+24*sin(2*PI*t/{seconds})':'24+8*sin(2*PI*t/{seconds})'"
     subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-loop", "1", "-i", str(photo), "-f", "lavfi", "-i",
-                    f"sine=frequency=440:duration={seconds}", "-vf", f"scale={size + 64}:{size + 64},{pan},format=yuv420p",
+                    f"sine=frequency=440:duration={seconds}", "-vf",
+                    f"scale={size + 64}:{size + 64},{pan},format=yuv420p",
                     "-t", str(seconds), "-r", str(fps), "-c:v", "libx264", "-c:a", "aac", "-shortest", str(path)],
                    check=True)
     return path
@@ -115,8 +114,9 @@ def _generate_previews(models: Models, outdir: Path) -> list[str]:
     folder = outdir / "0_generate"
     samples = render_seeds(generator, range(8), truncation_psi=0.7)
     save_image(image_grid(np.stack([s.image for s in samples]), 8), folder / "samples_grid.png")
-    rotated = [render_seeds(generator, [0], 0.7, rotate=float(a))[0].image for a in np.linspace(-45, 45, 7)]
-    shifted = [render_seeds(generator, [0], 0.7, translate=(float(t), 0.0))[0].image for t in np.linspace(-.3, .3, 7)]
+    rotated = [next(render_seeds(generator, [0], 0.7, rotate=float(a))).image for a in np.linspace(-45, 45, 7)]
+    shifted = [next(render_seeds(generator, [0], 0.7, translate=(float(t), 0.0))).image
+               for t in np.linspace(-.3, .3, 7)]
     save_image(image_grid(np.stack(rotated + shifted), 7), folder / "rotate_translate_sweep.png")
     return ["0_generate/samples_grid.png", "0_generate/rotate_translate_sweep.png"]
 
@@ -132,12 +132,13 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
              ["align", str(SAMPLE), "--size", "256", "-o", "1_align", *extra],
              ["1_align/astronaut_face0_aligned.png", "1_align/astronaut_face0_crop.png"]),
         Step("Invert", "ReStyle encoder, then a short optimisation from its code (hybrid).",
-             ["invert", str(SAMPLE), "--encoder", enc, "--network", net, "--method", "hybrid", "--num-steps", "20",
-              "--save-steps", "-o", "2_invert", *lpips, *extra],
-             ["2_invert/astronaut_steps.png", "2_invert/astronaut_recon.png", "2_invert/astronaut_recon_unaligned.png"]),
+             ["invert", str(SAMPLE), "--encoder", enc, "--network", net, "--method", "hybrid", "--project-steps",
+              "20", "--save-steps", "-o", "2_invert", *lpips, *extra],
+             ["2_invert/astronaut_steps.png", "2_invert/astronaut_recon.png",
+              "2_invert/astronaut_recon_unaligned.png"]),
         Step("Tune", "Pivotal Tuning: fine-tune the generator around the pivot latent, unaligned crop as target.",
-             ["tune", "1_align/astronaut_face0_crop.png", "--latents", "2_invert/astronaut_latent.npy", "--network", net,
-              "--transforms", "1_align/alignment.json", "--steps", "20", "-o", "3_tune", *tune_lpips, *extra],
+             ["tune", "1_align/astronaut_face0_crop.png", "--latents", "2_invert/astronaut_latent.npy", "--network",
+              net, "--transforms", "1_align/alignment.json", "--steps", "20", "-o", "3_tune", *tune_lpips, *extra],
              ["3_tune/astronaut_face0_crop_before.png", "3_tune/astronaut_face0_crop_after.png",
               "3_tune/loss_curve.png"]),
         Step("Discover directions", "SeFa: edit directions from the generator's own weights, no classifier.",
@@ -169,7 +170,7 @@ def write_index(outdir: Path, models: Models, previews: list[str], steps: list[S
               "the pictures are not faces. Download real checkpoints (<code>sgtool models download "
               f"{REAL_MODELS['network']}</code> and <code>{REAL_MODELS['encoder']}</code>) and run "
               "<code>make demo</code> again.</p>") if models.test else ""
-    sections = [f"<h2>Generate</h2><p>Seeds and a rotation/translation sweep through the input transform.</p>"
+    sections = ["<h2>Generate</h2><p>Seeds and a rotation/translation sweep through the input transform.</p>"
                 + "".join(media(p) for p in previews)]
     for step in steps:
         command = html.escape("sgtool " + " ".join(shlex.quote(a) for a in step.args))

@@ -38,6 +38,11 @@ def load_npy(path) -> np.ndarray | dict | list:
     return value
 
 
+def latent_stem(path) -> str:
+    """The name of a per-image latent file: 'photo_latent.npy' -> 'photo' (what `sgtool invert` named it after)."""
+    return Path(path).stem.removesuffix("_latent")
+
+
 def load_latents(path, num_ws: int | None = None, w_dim: int | None = None, step: int = -1) -> dict[str, np.ndarray]:
     """name -> W+ latent [num_ws, w_dim] from our `NAME_latent.npy` or a stylegan3-editing dict.
 
@@ -54,8 +59,7 @@ def load_latents(path, num_ws: int | None = None, w_dim: int | None = None, step
                 latent = latent[step]
             items[str(name)] = np.asarray(latent, dtype=np.float32)
     else:
-        stem = path.stem.removesuffix("_latent")
-        items = {stem: np.asarray(value, dtype=np.float32)}
+        items = {latent_stem(path): np.asarray(value, dtype=np.float32)}
     for name, latent in items.items():
         if latent.ndim == 3 and latent.shape[0] == 1:
             latent = latent[0]

@@ -45,8 +45,35 @@ def test_generate_writes_api_renders_per_seed(name, golden_generator_files, tmp_
         assert latents.shape == (meta["num_ws"], 32)
         np.testing.assert_allclose(latents, ws, atol=1e-6)
     recorded = json.loads((tmp_path / "generate.json").read_text())
-    assert recorded["config"]["trunc"] == 0.7 and recorded["config"]["seeds"] == "0-2,7"
-    assert (tmp_path / "grid.png").exists()
+    assert recorded == summary
+    assert recorded["settings"]["trunc"] == 0.7 and recorded["settings"]["seeds"] == "0-2,7"
+    assert recorded["count"] == 4 and recorded["test_model"] is False
+    assert Image.open(tmp_path / "grid.png").size == (4 * 64, 64)
+
+
+def test_grid_keeps_only_the_first_grid_max_images(tmp_path):
+    result = runner.invoke(app, ["generate", "--network", "tiny-stylegan2", "--seeds", "0-4", "--outdir",
+                                 str(tmp_path), "--set", "grid_max=2", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["images"]) == 5 and len(list(tmp_path.glob("seed*.png"))) == 5
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    first = [np.asarray(Image.open(tmp_path / f"seed000{k}.png")) for k in (0, 1)]
+    np.testing.assert_array_equal(grid, np.concatenate(first, axis=1))
+    assert not runner.invoke(app, ["generate", "-n", "tiny-stylegan2", "--seeds", "0-1", "-o", str(tmp_path / "b"),
+                                   "--set", "grid=false"]).exit_code
+    assert not (tmp_path / "b" / "grid.png").exists()
+
+
+def test_seed_ranges_are_never_expanded():
+    import itertools
+
+    from sgtool.models import build_builtin
+    from sgtool.pipelines.generate import render_seeds
+    from sgtool.utils.parsing import seed_ranges
+
+    seeds = itertools.chain.from_iterable(seed_ranges("5-4294967295"))  # four billion seeds
+    first = next(render_seeds(build_builtin("tiny-stylegan2"), seeds))
+    assert first.seed == 5 and first.image.dtype == np.uint8
 
 
 def test_seed_convention_is_nvidia_gen_images():
@@ -83,24 +110,28 @@ def test_config_file_and_set_override(tmp_path):
                                  "--set", "network=tiny-stylegan2", "--json"])
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["config"]["trunc"] == 0.5 and summary["network"] == "tiny-stylegan2"
+    assert summary["settings"]["trunc"] == 0.5 and summary["network"] == "tiny-stylegan2"
     assert (out / "seed0005.png").exists()
     bad = runner.invoke(app, ["generate", "--set", "colour=red"])
-    assert bad.exit_code == 2 and "unknown config key 'colour'" in bad.stderr
+    assert bad.exit_code == 2 and "unknown setting 'colour' in --set colour=red" in bad.stderr
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--seeds", "a-b"], "cannot read seed"),
-    (["--noise-mode", "loud"], "--noise-mode must be"),
+    (["--seeds", "a-b"], "setting seeds = 'a-b' (from the command line): cannot read seed"),
+    (["--seeds", "4294967296"], "seed 4294967296 is too large"),
+    (["--noise-mode", "loud"], "setting noise_mode = 'loud' (from the command line): Input should be 'const'"),
     (["--class", "3"], "unconditional"),
-    (["--device", "tpu"], "unknown device"),
-    (["--kernels", "magic"], "unknown kernel backend"),
+    (["--device", "tpu"], "setting device = 'tpu' (from the command line): choose auto, cpu, cuda or cuda:N"),
+    (["--kernels", "magic"], "setting kernels = 'magic'"),
+    (["--translate", "0.1"], "setting translate"),
+    (["--network", "no-such-net"], "no-such-net does not exist and is not a model registry name"),
 ])
 def test_bad_options_exit_2(args, message, tmp_path):
-    result = runner.invoke(app, ["generate", "--outdir", str(tmp_path), *args])
+    result = runner.invoke(app, ["generate", "--outdir", str(tmp_path / "out"), *args])
     assert result.exit_code == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_info_json(golden_generator_files):

@@ -32,7 +32,9 @@ def test_nvidia_pickle_to_rosinality_to_sgtool_renders_the_same(tmp_path, golden
     assert report["max_abs_diff"] == 0.0
     # sg2_64 has 16 channels everywhere and conv_clamp 256: rosinality's own class could not build it.
     assert any("channel widths" in n for n in report["notes"]) and any("clamp" in n for n in report["notes"])
-    assert json.loads((tmp_path / "g.pt.json").read_text())["input"] == str(pkl)
+    record = json.loads((tmp_path / "g.pt.json").read_text())
+    assert record == report and record["input"] == str(pkl)
+    assert record["settings"] == {"to": None, "verify": True, "device": "cpu", "kernels": "auto"}
 
     raw = torch.load(tmp_path / "g.pt", map_location="cpu", weights_only=True)  # plain tensors, loadable anywhere
     assert set(raw) == {"g_ema", "latent_avg"} and "convs.0.conv.blur.kernel" in raw["g_ema"]
@@ -89,7 +91,9 @@ def test_mapping_learning_rate_other_than_rosinalitys_is_folded_into_the_weights
 @pytest.mark.parametrize("args,message", [
     (["tiny-stylegan3-t", "x.pt"], "cannot write x.pt: only StyleGAN2 generators have a rosinality layout"),
     (["tiny-stylegan2", "x.bin"], "cannot tell the layout from x.bin"),
-    (["tiny-stylegan2", "x.pt", "--to", "onnx"], "--to must be one of nvidia-pkl, rosinality, sgtool"),
+    (["tiny-stylegan2", "x.pt", "--to", "onnx"], "setting to = 'onnx' (from the command line): Input should be "
+                                                 "'nvidia-pkl', 'rosinality' or 'sgtool'"),
+    (["missing.pkl", "x.pt"], "missing.pkl does not exist and is not a model registry name"),
 ])
 def test_bad_requests_give_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

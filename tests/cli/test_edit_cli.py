@@ -70,8 +70,9 @@ def test_edit_writes_named_outputs_equal_to_manual_edit(sg2, tmp_path):
                     "--layers", "0-5", "--outdir", out, "--json")
     assert result.exit_code == 1, result.stderr  # the bad file fails, the batch goes on
     summary = json.loads(result.stdout)
-    assert [item["name"] for item in summary["items"]] == ["a", "b"]
-    assert len(summary["failures"]) == 1 and "bad_latent.npy" in summary["failures"][0]["error"]
+    assert [(item["name"], item["status"]) for item in summary["items"]] == [("a", "ok"), ("bad", "failed"),
+                                                                             ("b", "ok")]
+    assert len(summary["failed"]) == 1 and "bad_latent.npy" in summary["failed"][0]["error"]
     for i, name in enumerate("ab"):
         expected = ws[i].copy()
         expected[:6] = ws[i][:6] + (2 * d[0] + -0.5 * np.ones(32, np.float32))
@@ -81,10 +82,11 @@ def test_edit_writes_named_outputs_equal_to_manual_edit(sg2, tmp_path):
         image = png(out / f"{name}_foo+2_bar-0.5.png")
         assert np.abs(image.astype(int) - synth(G, expected[None])[0].astype(int)).max() <= 1
     record = json.loads((out / "edits.json").read_text())
-    assert record["items"][0]["edits"] == [{"name": "foo", "strength": 2.0, "direction": str(tmp_path / "dir.npy")},
-                                           {"name": "bar", "strength": -0.5, "direction": str(tmp_path / "dir2.npy")}]
-    assert record["config"]["layers"] == "0-5"
-    assert "failed:" in result.stderr
+    assert record["edits"] == [{"name": "foo", "strength": 2.0, "direction": str(tmp_path / "dir.npy")},
+                               {"name": "bar", "strength": -0.5, "direction": str(tmp_path / "dir2.npy")}]
+    assert record["settings"]["layers"] == [0, 1, 2, 3, 4, 5]
+    assert record["items"][0]["outputs"] == [str(out / "a_foo+2_bar-0.5.png"), str(out / "a_foo+2_bar-0.5.npy")]
+    assert "failed" in result.stderr
 
 
 def test_unknown_direction_lists_known_names(sg3, tmp_path):
@@ -101,9 +103,13 @@ def test_unknown_direction_lists_known_names(sg3, tmp_path):
     ([], "nothing to do"),
     (["--edit", "x=1", "--discover", "sefa"], "separate tasks"),
     (["--edit", "x=up"], "--edit expects NAME=STRENGTH"),
+    (["-e", "foo=1"], "No such option: -e"),  # -e is --encoder in every command; edit has none
+    (["--edit", "foo=1", "--edit", "foo=2"], "names a direction twice"),
+    (["--edit", "foo=1", "--sweep", "foo=-1:1:3"], "also appears in --edit"),
     (["--edit", "foo=1", "--layers", "0-99"], "out of range"),
     (["--edit", "foo=1", "--mode", "wplus"], "--mode wplus needs"),
     (["--style", "L99:1=2"], "unknown style layer"),
+    (["--train-boundary", "scores.csv"], "drop the LATENTS arguments"),
 ])
 def test_bad_usage_exits_2(sg2, tmp_path, args, message):
     pkl, _, _, _ = sg2
@@ -111,6 +117,7 @@ def test_bad_usage_exits_2(sg2, tmp_path, args, message):
                     "--outdir", tmp_path / "out", *args)
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr.replace("\n", " ")
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_latent_file_is_reported_before_anything_loads(tmp_path, monkeypatch):
@@ -118,9 +125,43 @@ def test_missing_latent_file_is_reported_before_anything_loads(tmp_path, monkeyp
     monkeypatch.setenv("SGTOOL_CACHE", str(tmp_path / "cache"))
     result = invoke(tmp_path / "nope_latent.npy", "--edit", "age=+2", "--outdir", tmp_path / "out")
     assert result.exit_code == 2
-    assert "nope_latent.npy: no such latent file" in result.stderr.replace("\n", " ")
+    assert "nope_latent.npy: no such file or directory" in result.stderr.replace("\n", " ")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("target,message", [("bad_latent.npy", "bad_latent.npy is not a readable .npy file"),
+                                            (".", "is a directory; give the latent files in it")])
+def test_a_lone_bad_latent_file_or_a_directory_is_one_line_and_exit_2(sg2, tmp_path, target, message):
+    pkl, _, _, _ = sg2
+    result = invoke(tmp_path / target, "--network", pkl, "--direction", f"foo={tmp_path / 'dir.npy'}",
+                    "--edit", "foo=1", "--outdir", tmp_path / "out")
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_set_converts_range_and_list_settings(sg2, tmp_path):
+    pkl, _, _, _ = sg2
+    result = invoke("--network", pkl, "--discover", "sefa", "--top", "2", "--set", "layers=1-2",
+                    "--set", "sefa_preview=-2:2:3", "--outdir", tmp_path / "sefa", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["layers"] == [1, 2] and summary["settings"]["layers"] == [1, 2]
+    assert summary["preview_strengths"] == [-2.0, 0.0, 2.0] and summary["settings"]["sefa_preview"] == [-2.0, 2.0, 3]
+    assert png(summary["preview"]).shape[1] == 3 * 64
+
+
+@pytest.mark.parametrize("item,key", [("layers=3-1", "layers"), ("layers=0-x", "layers"),
+                                      ("sefa_preview=1:2", "sefa_preview"), ("sefa_preview=-2:2:1", "sefa_preview"),
+                                      ("top=0", "top"), ("edits=[age]", "edits"), ("mode=wide", "mode"),
+                                      ("nosuch=1", "nosuch")])
+def test_bad_set_values_are_one_line_exit_2_and_nothing_written(sg2, tmp_path, item, key):
+    pkl, _, _, _ = sg2
+    result = invoke("--network", pkl, "--discover", "sefa", "--set", item, "--outdir", tmp_path / "sefa")
+    assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and f"setting {key}" in result.stderr.replace("'", "")
+    assert not (tmp_path / "sefa").exists()
 
 
 def test_sweep_grid_and_animation(sg2, tmp_path):
@@ -157,7 +198,7 @@ def test_unaligned_rendering_from_alignment_json_and_sg3_editing_files(sg3, tmp_
     pkl, G, ws, d = sg3
     inverse = input_transform((0.1, -0.05), 12)
     (tmp_path / "alignment.json").write_text(json.dumps(
-        {"faces": [{"aligned": "x/a.png", "inverse_transform": inverse.tolist()}], "failures": []}))
+        {"faces": [{"aligned": "x/a.png", "inverse_transform": inverse.tolist()}], "failed": []}))
     np.save(tmp_path / "c_latent.npy", ws[1])
     out = tmp_path / "out"
     # A latent the transforms file does not know fails alone (exit 1); the others are rendered unaligned.
@@ -165,7 +206,7 @@ def test_unaligned_rendering_from_alignment_json_and_sg3_editing_files(sg3, tmp_
                     "--direction", f"foo={tmp_path / 'dir.npy'}", "--edit", "foo=+1",
                     "--transforms", tmp_path / "alignment.json", "--outdir", out)
     assert result.exit_code == 1
-    assert "no landmarks transform for 'c'" in result.stderr.replace("\n", " ")
+    assert "no landmarks transform for 'c_latent.npy'" in result.stderr.replace("\n", " ")
     expected = synth(G, (ws[0] + d)[None], transform=torch.from_numpy(inverse).float())[0]
     assert np.abs(png(out / "a_foo+1.png").astype(int) - expected.astype(int)).max() <= 1
     assert not np.array_equal(expected, synth(G, (ws[0] + d)[None])[0])
@@ -192,8 +233,8 @@ def test_transform_recorded_by_invert_is_used(sg3, tmp_path):
     pkl, G, ws, _ = sg3
     inverse = input_transform((-0.1, 0.0), -20)
     (tmp_path / "invert.json").write_text(json.dumps(
-        {"images": [{"name": "a", "latent": str(tmp_path / "a_latent.npy"), "inverse_transform": inverse.tolist()}],
-         "latents": None}))
+        {"items": [{"name": "a", "status": "ok", "outputs": [str(tmp_path / "a_latent.npy")],
+                    "inverse_transform": inverse.tolist()}], "latents": None}))
     result = invoke(tmp_path / "a_latent.npy", "--network", pkl, "--direction", f"foo={tmp_path / 'dir.npy'}",
                     "--edit", "foo=0", "--outdir", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
@@ -212,6 +253,12 @@ def test_stylegan2_refuses_transforms(golden_generator_files, tmp_path):
     assert result.exit_code == 2
     assert "needs a StyleGAN3 network" in result.stderr
     assert not list((tmp_path).glob("out/*.png"))
+    # A transform that invert recorded beside the latents is not asked for: StyleGAN2 renders the aligned view.
+    (tmp_path / "invert.json").write_text(json.dumps({"items": [{"name": "a", "inverse_transform": np.eye(3).tolist()}]}))
+    result = invoke(tmp_path / "a_latent.npy", "--network", pkl, "--direction", f"d={tmp_path / 'd.npy'}",
+                    "--edit", "d=1", "--outdir", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["items"][0]["entries"][0]["transform"] is None
 
 
 def test_style_edit_cli(sg3, tmp_path):

@@ -119,7 +119,9 @@ def test_cli_expands_latent_with_edit_and_transform(tmp_path):
         "--edit", "tilt=+1.5", "--direction", f"tilt={tmp_path / 'dir.npy'}", "--transforms",
         str(tmp_path / "transforms.npy"), "--outdir", str(out), "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
-    record = json.loads(result.stdout)["images"][0]
+    item = json.loads(result.stdout)["items"][0]
+    assert item["status"] == "ok" and item["name"] == "face"
+    record = item["entries"][0]
     assert record["name"] == "face_tilt+1.5" and record["size"] == [80, 72] and record["unaligned"]
     from PIL import Image
 
@@ -162,9 +164,9 @@ def test_cli_shards_split_latent_batches_and_merge(tmp_path):
         result = CliRunner().invoke(app, ["expand-fov", *map(str, files), "--network", str(pkl), "--left", "8",
                                           "--outdir", str(out), "--shard", f"{k}/2", "--json"])
         assert result.exit_code == 0, result.stderr
-        done += [r["name"] for r in json.loads(result.stdout)["images"]]
+        done += [e["name"] for item in json.loads(result.stdout)["items"] for e in item["entries"]]
     assert sorted(done) == [f"face{i}" for i in range(4)]
     merged = CliRunner().invoke(app, ["merge-manifests", str(out), "--json"])
     assert merged.exit_code == 0, merged.stderr
     assert (out / "expand_fov.json").exists()
-    assert len(json.loads((out / "expand_fov.json").read_text())["images"]) == 4
+    assert len(json.loads((out / "expand_fov.json").read_text())["items"]) == 4

@@ -72,10 +72,10 @@ def test_encoder_batch_writes_every_output_and_reports_the_bad_file(tiny_encoder
     summary = json.loads(result.stdout)
     assert [f["name"] for f in summary["failed"]] == ["broken"]
     assert "broken.png" in summary["failed"][0]["error"]
-    assert sorted(r["name"] for r in summary["images"]) == ["a", "b"]
+    assert sorted(r["name"] for r in summary["items"] if r["status"] == "ok") == ["a", "b"]
 
     enc = load_encoder(tiny_encoder)
-    assert enc.default_steps == 2  # the checkpoint's n_iters_per_batch; --steps 1 overrides it
+    assert enc.default_steps == 3  # stylegan3-editing's inference default (not the checkpoint's 2); --steps 1 wins
     all_latents = load_npy(out / "latents.npy")
     assert isinstance(all_latents, dict) and sorted(all_latents) == ["a.png", "b.png"]
     for name in ("a", "b"):
@@ -98,14 +98,14 @@ def test_encoder_batch_writes_every_output_and_reports_the_bad_file(tiny_encoder
         assert key in metrics["mean"] and key in metrics["images"]["a"]
     assert -1 <= metrics["images"]["a"]["id_similarity"] <= 1
     record = json.loads((out / "invert.json").read_text())
-    assert record["config"]["method"] == "encoder" and record["config"]["encoder"] == str(tiny_encoder)
+    assert record["settings"]["method"] == "encoder" and record["settings"]["encoder"] == str(tiny_encoder)
     assert load_latents(out / "latents.npy")["a.png"].shape == (16, 512)
 
     # --skip-existing: nothing is inverted again and latents.npy keeps the earlier entries.
     again = invoke(photos / "a.png", photos / "b.png", "--encoder", tiny_encoder, "--outdir", out, "--no-align",
                    "--skip-existing", "--json")
     assert again.exit_code == 0, again.stderr
-    assert sorted(json.loads(again.stdout)["skipped"]) == ["a", "b"]
+    assert sorted(i["name"] for i in json.loads(again.stdout)["items"] if i["status"] == "skipped") == ["a", "b"]
     assert sorted(load_npy(out / "latents.npy")) == ["a.png", "b.png"]
 
 
@@ -115,7 +115,7 @@ def test_optimize_and_hybrid_record_loss_video_and_steps(tiny_encoder, photos, t
     result = invoke(photos / "b.png", "--method", "optimize", "--network", golden_g, "--outdir", out, "--no-align",
                     "--num-steps", 4, "--space", "w", "--save-video", "--seed", 3, "--json")
     assert result.exit_code == 0, result.stderr
-    rec = json.loads(result.stdout)["images"][0]
+    rec = json.loads(result.stdout)["items"][0]
     latent = np.load(out / "b_latent.npy")
     assert latent.shape == (16, 32) and np.allclose(latent, latent[0])  # W space: one w for every style
     assert (out / "b_projection.mp4").stat().st_size > 0 and rec["video"].endswith("b_projection.mp4")
@@ -137,9 +137,9 @@ def test_optimize_and_hybrid_record_loss_video_and_steps(tiny_encoder, photos, t
 @pytest.mark.parametrize("args, message", [
     (["--method", "encoder"], "needs --encoder"),
     (["--method", "optimize"], "needs --network"),
-    (["--method", "sideways", "--network", "tiny-stylegan3-t"], "--method must be one of"),
+    (["--method", "sideways", "--network", "tiny-stylegan3-t"], "setting method = 'sideways'"),
     (["--encoder", "missing.pt"], "missing.pt does not exist"),
-    (["--method", "optimize", "--network", "tiny-stylegan3-t", "--space", "z"], "--space must be w or w+"),
+    (["--method", "optimize", "--network", "tiny-stylegan3-t", "--space", "z"], "setting space = 'z'"),
     (["--encoder", "ENC", "--id-model", "nowhere.pth", "--metrics"], "nowhere.pth does not exist"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(args, message, photos, tiny_encoder, tmp_path):
@@ -162,7 +162,7 @@ def test_align_path_renders_the_unaligned_reconstruction(tiny_encoder, tmp_path)
     assert result.exit_code == 1, result.stderr
     summary = json.loads(result.stdout)
     assert "no face found" in summary["failed"][0]["error"] and "--no-align" in summary["failed"][0]["error"]
-    rec = summary["images"][0]
+    rec = next(i for i in summary["items"] if i["status"] == "ok")
     matrix = np.array(rec["inverse_transform"])
     assert matrix.shape == (3, 3) and not np.allclose(matrix, np.eye(3))  # the astronaut's head is tilted
     assert np.asarray(Image.open(out / "astronaut_recon_unaligned.png")).shape == (64, 64, 3)

@@ -45,7 +45,7 @@ def golden_run():
 
 def test_checkpoint_options_drive_the_build(golden_run):
     inverter, steps, io = golden_run
-    assert inverter.default_steps == 5  # n_iters_per_batch of the checkpoint options
+    assert inverter.default_steps == 5  # HyperStyle's inference default (its test options win over the ckpt's)
     assert inverter.hypernet.tuned_layers == io["tuned_layers"].tolist()  # 20, 21, ... >= 20 outputs dropped
     assert inverter.generator.layout == "rosinality" and inverter.generator.img_resolution == 256
     shared = inverter.hypernet.shared_weight_hypernet
@@ -140,7 +140,7 @@ def test_invert_cli_hyperstyle_then_edit_cli(mini_hyperstyle, tmp_path):
                                  "--w-encoder", str(w_encoder), "--no-align", "--steps", "1", "-o", str(out),
                                  "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.stdout + result.stderr
-    record = json.loads(result.stdout)["images"][0]
+    record = json.loads(result.stdout)["items"][0]
     adjusted = load_generator(record["generator"])
     assert adjusted.extra_metadata["hyperstyle"]["tuned_layers"] == [0, 2, 3]
     latent = np.load(record["latent"])

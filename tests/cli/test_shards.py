@@ -69,7 +69,7 @@ def test_manifest_names_sort_and_validate(tmp_path):
     assert manifest_path(tmp_path, "invert", None).name == "manifest-invert.json"
     assert shard_file_name("alignment.json", Shard(2, 4)) == "alignment-shard2of4.json"
     assert shard_file_name("latents.npy", None) == "latents.npy"
-    with pytest.raises(ValueError, match="status ok/failed"):
+    with pytest.raises(ValueError, match="a status of ok, skipped, failed, not_run"):
         write_manifest(tmp_path, "invert", Shard(1, 2), [{"input": "a.jpg", "status": "maybe"}])
 
 
@@ -184,7 +184,8 @@ def test_align_shards_share_an_outdir_and_merge(tmp_path):
     alignment = json.loads((out / "alignment.json").read_text())  # what --transforms reads, as unsharded
     assert sorted(Path(f["aligned"]).name for f in alignment["faces"]) == \
         ["astro_face0_aligned.png", "flipped_face0_aligned.png"]
-    assert alignment["config"]["size"] == 64 and len(alignment["failures"]) == 1
+    assert alignment["config"]["size"] == 64 and len(alignment["failed"]) == 1 and alignment["shard"] is None
+    assert alignment["counts"] == {"ok": 2, "skipped": 0, "failed": 1, "not_run": 0}
 
 
 def test_edit_shards_cover_every_latent_and_merge(golden_generator_files, tmp_path):
@@ -212,7 +213,7 @@ def test_edit_shards_cover_every_latent_and_merge(golden_generator_files, tmp_pa
     assert runner.invoke(app, ["merge-manifests", str(out)]).exit_code == 0
     merged = json.loads((out / "edits.json").read_text())
     assert sorted(Path(i["input"]).name for i in merged["items"]) == sorted(Path(p).name for p in latents)
-    assert merged["config"]["latents"] == latents  # the same in every shard, so kept
+    assert merged["settings"]["edits"] == ["d=+1"]  # the same in every shard, so kept
     manifest = json.loads((out / "manifest-edit.json").read_text())
     assert manifest["summary"] == {"inputs": 4, "ok": 4, "failed": 0}
     for item in manifest["items"]:  # every latent's edited image and latent, written by its own shard

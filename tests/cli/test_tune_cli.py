@@ -14,11 +14,12 @@ from support.golden import golden_dir
 from sgtool.cli import app
 from sgtool.geometry import input_transform
 from sgtool.models import load_generator
-from sgtool.pipelines.tune import match_targets, read_transforms
+from sgtool.pipelines.transforms import TransformTable
+from sgtool.pipelines.tune import match_targets
 from sgtool.utils.io import save_image, to_uint8, write_json
 
 runner = CliRunner()
-FAST = ["--set", "random_lpips_backbone=true", "--lr", "0.002", "--lpips-threshold", "0", "--kernels", "ref",
+FAST = ["--set", "lpips_random_backbone=true", "--lr", "0.002", "--lpips-threshold", "0", "--kernels", "ref",
         "--device", "cpu"]
 
 
@@ -91,8 +92,8 @@ def test_separate_runs_continue_past_an_image_without_latent(frames):
     assert result.exit_code == 1, result.stderr
     assert "frame0.png" in result.stderr and "no latent" in result.stderr
     report = json.loads((out / "tune.json").read_text())
-    assert [f["source"].rsplit("/", 1)[-1] for f in report["failures"]] == ["frame0.png"]
-    assert [run["images"][0]["name"] for run in report["runs"]] == ["frame1"]
+    assert [f["input"].rsplit("/", 1)[-1] for f in report["failed"]] == ["frame0.png"]
+    assert [item["name"] for item in report["items"] if item["status"] == "ok"] == ["frame1"]
     assert (out / "frame1" / "tuned_generator.safetensors").is_file()
     assert not (out / "frame0").exists()
 
@@ -117,8 +118,8 @@ def test_alignment_json_pairs_crops_with_aligned_latents(tmp_path):
     write_json({"faces": [{"source": "photo.jpg", "face": 0, "aligned": str(tmp_path / "photo_face0_aligned.png"),
                            "crop": str(tmp_path / "photo_face0_crop.png"), "transform": np.linalg.inv(inverse),
                            "inverse_transform": inverse}], "failures": []}, tmp_path / "alignment.json")
-    table = read_transforms(tmp_path / "alignment.json")
-    assert np.allclose(table.transforms["photo_face0_crop.png"], inverse)
+    table = TransformTable.read(tmp_path / "alignment.json")
+    assert np.allclose(table.find("photo_face0_crop.png"), inverse)
     crop = tmp_path / "photo_face0_crop.png"
     save_image(np.full((64, 64, 3), 128, np.uint8), crop)
     latent = np.ones([16, 32], np.float32)
@@ -133,7 +134,7 @@ def test_without_latents_the_image_is_projected_first(frames):
     image = root / "frames" / "frame0.png"
     out = root / "auto"
     result = runner.invoke(app, ["tune", str(image), "--network", str(network), "--outdir", str(out), "--steps", "2",
-                                 "--method", "optimize", "--set", "project_steps=3", "--json", *FAST])
+                                 "--method", "optimize", "--set", "invert.project_steps=3", "--json", *FAST])
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps_done"] == 2 and summary["images"][0]["name"] == "frame0"
@@ -151,11 +152,59 @@ def test_shards_split_a_separate_run_and_merge(frames):
                                      str(root / "latents.npy"), "--outdir", str(out), "--steps", "1",
                                      "--shard", f"{k}/2", "--json", *FAST])
         assert result.exit_code == 0, result.stderr
-        names += [run["images"][0]["name"] for run in json.loads(result.stdout)["runs"]]
+        names += [item["name"] for item in json.loads(result.stdout)["items"] if item["status"] == "ok"]
     assert sorted(names) == sorted(name.removesuffix(".png") for name in latents)
     merged = runner.invoke(app, ["merge-manifests", str(out)])
     assert merged.exit_code == 0, merged.stderr
-    assert len(json.loads((out / "tune.json").read_text())["runs"]) == len(latents)
+    assert len(json.loads((out / "tune.json").read_text())["items"]) == len(latents)
     joint = runner.invoke(app, ["tune", str(root / "frames"), "--network", str(network), "--latents",
                                 str(root / "latents.npy"), "--joint", "--shard", "1/2", *FAST])
     assert joint.exit_code == 2 and "--shard splits a folder" in joint.stderr
+
+
+def test_images_sharing_a_stem_get_their_own_folders(frames):
+    # Bug 6: x.png and x.jpg tuned image by image used to share (and overwrite) out/x/.
+    root, network, latents, _ = frames
+    folder = root / "same_stem"
+    folder.mkdir()
+    Image.open(root / "frames" / "frame0.png").save(folder / "x.png")
+    Image.open(root / "frames" / "frame1.png").convert("RGB").save(folder / "x.jpg", quality=95)
+    np.save(root / "x_latents.npy", {"x.png": latents["frame0.png"], "x_2.jpg": latents["frame1.png"]},
+            allow_pickle=True)
+    out = root / "out"
+    result = runner.invoke(app, ["tune", str(folder), "--network", str(network), "--latents",
+                                 str(root / "x_latents.npy"), "--outdir", str(out), "--steps", "1", "--json", *FAST])
+    assert result.exit_code == 0, result.stderr
+    items = json.loads(result.stdout)["items"]
+    assert sorted(i["name"] for i in items) == ["x", "x_2"]
+    assert (out / "x" / "tuned_generator.safetensors").is_file()
+    assert (out / "x_2" / "tuned_generator.safetensors").is_file()
+
+
+def test_set_values_are_converted_and_bad_ones_refused(frames, monkeypatch):
+    # Bug 2: --set values reach the tuner converted to their types (1e-4 is a string to YAML).
+    from sgtool.pipelines import pti
+
+    root, network, latents, _ = frames
+    seen = {}
+    real = pti.PivotalTuner.__init__
+
+    def spy(self, generator, targets, settings, **kwargs):
+        seen["l2_weight"] = settings.l2_weight
+        real(self, generator, targets, settings, **kwargs)
+
+    monkeypatch.setattr(pti.PivotalTuner, "__init__", spy)
+    image = root / "frames" / "frame0.png"
+    args = ["tune", str(image), "--network", str(network), "--latents", str(root / "latents.npy"), "--steps", "1",
+            *FAST]
+    result = runner.invoke(app, [*args, "--outdir", str(root / "ok"), "--set", "l2_weight=1e-4"])
+    assert result.exit_code == 0, result.stderr
+    assert seen["l2_weight"] == 1e-4 and isinstance(seen["l2_weight"], float)
+    for bad in ("l2_weight=heavy", "batch_size=0", "invert.project_steps=-1", "locality=perhaps", "lpips_weight=nan"):
+        out = root / f"bad_{bad.split('=')[0].replace('.', '_')}"
+        result = runner.invoke(app, [*args, "--outdir", str(out), "--set", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        line = result.stderr.strip()
+        assert "\n" not in line and bad.split("=")[0] in line and "Traceback" not in line
+        assert not out.exists()
+

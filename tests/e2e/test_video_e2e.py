@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from support.clips import make_clip
 from typer.testing import CliRunner
 
@@ -95,9 +94,10 @@ def test_video_end_to_end_then_reuses_its_cache(setup):
     assert summary["quad_jitter"]["raw"] > summary["quad_jitter"]["smoothed"]
 
     # An inversion interrupted after its first batch resumes from there (same latents as an uninterrupted run).
-    record = out / "cache" / "invert.json"
+    invert_entry = out / "cache" / "invert" / summary["cache"]["invert"]
+    record = invert_entry / "stage.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "complete": False}))
-    (out / "cache" / "invert" / "000004.npy").unlink()
+    (invert_entry / "chunks" / "000004-000005.npy").unlink()
     # Another edit, now with joint PTI and stitching: tracking, alignment and inversion come from the cache.
     again = _run([*common, "--edit", "age=-4", "--edit-ramp", "0.3", "--tune", 2, "--tune-steps", 2,
                   "--stitch-tune", 1, "--outputs", "output,edited", "--set", "tune.random_lpips_backbone=true"])
@@ -106,6 +106,35 @@ def test_video_end_to_end_then_reuses_its_cache(setup):
     assert not again["stages"]["invert"]["cached"] and again["stages"]["invert"]["resumed_frames"] == 4
     np.testing.assert_array_equal(np.load(out / "latents.npy")[0], latents[0])
     assert not again["stages"]["tune"]["cached"] and again["stages"]["render"]["stitch_tuned"]
-    assert (out / "tune" / "tuned_generator.safetensors").is_file()
+    assert (out / "tuned_generator.safetensors").is_file() and again["outputs"]["tuned_generator"]
     assert count_frames(out / "output.mp4") == FRAMES and audio_streams(out / "output.mp4") == ["aac"]
     assert again["edits"][0]["strength"] == -4.0 and again["tuned"]
+
+
+@pytest.mark.slow
+def test_inversion_resumes_after_the_batch_size_changes(setup, monkeypatch):
+    """Bug 5: an inversion interrupted with one --batch-size resumes with another (chunks are kept by frame)."""
+    from sgtool.models.encoders.inverter import ReStyleInverter
+
+    clip, encoder, network, _, folder = setup
+    common = [clip.path, "--encoder", encoder, "--network", network, "--steps", 1, "--size", 64, "--max-frames", 4,
+              "--outputs", "recon"]
+    real_invert = ReStyleInverter.invert
+    passes = []
+
+    def interrupted_on_second_pass(self, *args, **kwargs):
+        passes.append(args[0].shape[0])
+        if len(passes) == 2:
+            raise KeyboardInterrupt
+        return real_invert(self, *args, **kwargs)
+
+    monkeypatch.setattr(ReStyleInverter, "invert", interrupted_on_second_pass)
+    out = folder / "resume"
+    stopped = CliRunner().invoke(app, ["video", *map(str, common), "--outdir", str(out), "--batch-size", "2",
+                                       "--device", "cpu"])
+    assert stopped.exit_code == 130, stopped.output
+    monkeypatch.setattr(ReStyleInverter, "invert", real_invert)
+    resumed = _run([*common, "--outdir", out, "--batch-size", 3])
+    assert resumed["stages"]["invert"]["resumed_frames"] == 2 and not resumed["stages"]["invert"]["cached"]
+    _run([*common, "--outdir", folder / "fresh", "--batch-size", 4])
+    np.testing.assert_allclose(np.load(out / "latents.npy"), np.load(folder / "fresh" / "latents.npy"), atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -28,7 +29,10 @@ from sgtool.editing import (
 from sgtool.editing.sefa import sefa_layers
 from sgtool.errors import SgtoolError
 from sgtool.models import load_generator
-from sgtool.pipelines.edit import render
+from sgtool.pipelines.edit import (EditOptions, EditPlan, EditSettings, plan_edit, prepare_edits,
+                                  random_weights_warning, run_edit)
+from sgtool.pipelines.render import render
+from sgtool.utils.batch import Shard
 
 _CACHE: dict = {}
 
@@ -238,3 +242,92 @@ def test_registry_names_fall_back_to_the_model_cache(golden, tmp_path, monkeypat
     direction, path = resolve_direction("age", G, registry)
     np.testing.assert_array_equal(direction, d)
     assert path == tmp_path / "models" / "sg3-ffhq-age_boundary.npy"
+
+
+def test_the_shipped_registry_file_and_settings_choose_the_set(golden, tmp_path):
+    G, _ = golden("sg3r_64")
+    registry = DirectionRegistry.from_settings(EditOptions(directions_dir=tmp_path))
+    assert set(registry.sets) == {"stylegan3-ffhq", "stylegan3-ffhqu", "stylegan2-ffhq"}
+    assert registry.sets["stylegan3-ffhq"]["hub"]["age"] == "interfacegan-sg3-ffhq-age"
+    assert registry.folder == tmp_path
+    assert registry.set_for(G, "stylegan3-r-ffhqu-1024x1024.pkl") == "stylegan3-ffhqu"
+    forced = DirectionRegistry.from_settings(EditOptions(direction_set="stylegan2-ffhq"))
+    assert forced.set_for(G, "stylegan3-r-ffhqu-1024x1024.pkl") == "stylegan2-ffhq"
+    with pytest.raises(SgtoolError, match="direction_set 'nope' is not in the registry; known sets: stylegan3-ffhq"):
+        DirectionRegistry.from_settings(EditOptions(direction_set="nope"))
+
+
+def test_prepare_edits_resolves_and_checks_before_rendering(golden, tmp_path):
+    G, ws = golden("sg2_64")
+    d = np.random.RandomState(6).randn(1, G.w_dim).astype(np.float32)
+    np.save(tmp_path / "d.npy", d)
+    request = prepare_edits(G, EditOptions(edits=["d=+2"], directions=[f"d={tmp_path / 'd.npy'}"], layers="0-2"))
+    assert request.layers == [0, 1, 2] and request.mode == "auto" and request.direction_set == "stylegan2-ffhq"
+    np.testing.assert_array_equal(request.edits[0].direction, d)
+    expected = ws.clone()
+    expected[:, :3] += 2 * torch.from_numpy(d)
+    assert torch.equal(request.apply(ws), expected)
+    assert torch.equal(request.apply(ws, scale=0.0), ws)  # a ramp's first frame
+    for options, message in ((EditOptions(edits=["d=1"], directions=[f"d={tmp_path / 'd.npy'}"], layers=[99]),
+                              "out of range"),
+                             (EditOptions(edits=["d=1"], directions=[f"d={tmp_path / 'd.npy'}"], mode="wplus"),
+                              "--mode wplus needs"),
+                             (EditOptions(edits=["nope=1"]), "unknown direction 'nope' for stylegan2-ffhq")):
+        with pytest.raises(SgtoolError, match=message):
+            prepare_edits(G, options)
+    with pytest.raises(ValueError, match="names a direction twice"):
+        EditOptions(edits=["d=1", "d=2"])
+
+
+def test_plan_checks_usage_before_anything_loads(tmp_path):
+    np.save(tmp_path / "a_latent.npy", np.zeros((4, 8), np.float32))
+    latent = str(tmp_path / "a_latent.npy")
+    plan = plan_edit([latent], EditSettings(edits=["age=+1"]))
+    assert plan.task == "edit" and plan.latents == [tmp_path / "a_latent.npy"] and plan.transforms is None
+    assert plan_edit([], EditSettings(discover="sefa")).task == "sefa"
+    for latents, settings, shard, message in (
+            ([latent], EditSettings(sweep="age=-1:1:3"), Shard(1, 2), "run sweeps without --shard"),
+            ([], EditSettings(discover="sefa"), Shard(1, 2), "run --discover without it"),
+            ([], EditSettings(edits=["age=+1"]), None, "give the latent files to edit"),
+            ([str(tmp_path)], EditSettings(edits=["age=+1"]), None, "is a directory"),
+            ([latent], EditSettings(edits=["age=+1"], transforms=tmp_path / "none.json"), None,
+             "transforms file .*none.json does not exist")):
+        with pytest.raises(SgtoolError, match=message):
+            plan_edit(latents, settings, shard)
+    # --aligned ignores --transforms, so a missing transforms file does not matter then.
+    assert plan_edit([latent], EditSettings(edits=["age=+1"], transforms=tmp_path / "none.json", aligned=True))
+
+
+def test_the_command_warns_about_random_weight_test_generators(tmp_path):
+    assert "TEST model: edits will not mean anything" in random_weights_warning(EditPlan("edit", EditSettings()))
+    assert "the directions found" in random_weights_warning(plan_edit([], EditSettings(discover="sefa")))
+    assert random_weights_warning(plan_edit([], EditSettings(discover="sefa", network=str(tmp_path / "G.pkl")))) is None
+    assert random_weights_warning(plan_edit([], EditSettings(train_boundary=tmp_path / "s.csv"))) is None
+
+
+def test_python_run_of_a_dict_file_names_entries_and_records_their_failures(golden, tmp_path):
+    G, ws = golden("sg2_64")
+    d = np.random.RandomState(7).randn(1, G.w_dim).astype(np.float32)
+    np.save(tmp_path / "d.npy", d)
+    np.save(tmp_path / "latents.npy", np.array({"x.jpg": [ws[0].numpy()], "sub/y.png": ws[1].numpy()}, dtype=object),
+            allow_pickle=True)
+    np.save(tmp_path / "x_latent.npy", ws[1].numpy())  # its output name collides with the dict's x.jpg
+    bad = np.zeros((3, G.w_dim), np.float32)  # the wrong number of style inputs: the whole file is refused
+    np.save(tmp_path / "other.npy", np.array({"z.jpg": bad}, dtype=object), allow_pickle=True)
+    out = tmp_path / "out"
+    settings = EditSettings(network="tiny-stylegan2", edits=["d=+1"], directions=[f"d={tmp_path / 'd.npy'}"],
+                            outdir=out, device="cpu")
+    files = [str(tmp_path / name) for name in ("x_latent.npy", "latents.npy", "other.npy")]
+    summary = run_edit(plan_edit(files, settings), generator=G)
+    assert summary["exit_code"] == 1
+    single, table, other = summary["items"]
+    assert (single["name"], single["status"], other["status"]) == ("x", "ok", "failed")
+    assert "has shape [3, 32]" in other["error"]
+    assert table["status"] == "failed" and [e["name"] for e in table["entries"]] == ["x", "sub_y"]
+    assert "another input is also named 'x'" in table["entries"][0]["error"] and "x.jpg" in table["error"]
+    assert table["outputs"] == [str(out / "sub_y_d+1.png"), str(out / "sub_y_d+1.npy")]
+    expected = apply_edits(ws[1].numpy(), [Edit("d", 1.0, d)])
+    np.testing.assert_allclose(np.load(out / "sub_y_d+1.npy"), expected, atol=1e-6)
+    np.testing.assert_allclose(np.load(out / "x_d+1.npy"), expected, atol=1e-6)  # x_latent.npy's, not x.jpg's
+    record = json.loads((out / "edits.json").read_text())
+    assert [f["input"] for f in record["failed"]] == files[1:]

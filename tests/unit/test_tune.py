@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from support.golden import golden_dir
 from sgtool import kernels
@@ -27,8 +28,9 @@ from sgtool.pipelines.tune import (
     tunable_parameters,
 )
 
-# Small, fast settings: PTI's losses and regulariser, a larger step size so tens of steps suffice.
-FAST = dict(lr=2e-3, lpips_threshold=0.0, random_lpips_backbone=True)
+# Small, fast settings: PTI's losses and its (optional) locality regulariser, a larger step size so tens of
+# steps suffice.
+FAST = dict(lr=2e-3, lpips_threshold=0.0, lpips_random_backbone=True, locality=True)
 
 
 @contextlib.contextmanager
@@ -125,7 +127,7 @@ def test_outputs_reload_and_render_identically(golden_g, target, tuned):
     outdir = Path(tuned["outdir"])
     record = json.loads((outdir / "tune.json").read_text())
     assert record["images"][0]["after"] == tuned["images"][0]["after"]
-    assert record["config"]["steps"] == 10 and record["config"]["locality_alpha"] == 30.0
+    assert record["settings"]["steps"] == 10 and record["settings"]["locality_alpha"] == 30.0
     assert len(record["history"]) == 10 and record["history"][-1]["step"] == 10
     assert not (outdir / CHECKPOINT_NAME).exists()
     for name in ("portrait_before.png", "portrait_after.png", "loss_curve.png"):
@@ -175,7 +177,7 @@ def test_interrupted_joint_run_resumes_to_the_same_weights(golden_g, foreign_ima
 
 
 def test_lpips_threshold_stops_before_any_update(golden_g, target, lpips_model):
-    settings = TuneSettings(steps=5, lr=1e-3, lpips_threshold=10.0, random_lpips_backbone=True)
+    settings = TuneSettings(steps=5, lr=1e-3, lpips_threshold=10.0, lpips_random_backbone=True)
     result = PivotalTuner(golden_g, [target], settings, lpips_model=lpips_model).run()
     assert result.stopped_early and result.steps_done == 0
     assert all(torch.equal(a, b) for a, b in zip(result.generator.state_dict().values(),
@@ -200,7 +202,7 @@ def test_bad_targets_are_refused_with_one_line(golden_g, target, lpips_model):
     wrong = TuneTarget(name="x", image=target.image, latent=torch.zeros(3, golden_g.w_dim), source="x_latent.npy")
     with pytest.raises(SgtoolError, match=r"x_latent.npy: latent has shape \[3, 32\]"):
         PivotalTuner(golden_g, [wrong], TuneSettings(), lpips_model=lpips_model)
-    with pytest.raises(SgtoolError, match="batch-size"):
+    with pytest.raises(ValidationError, match="batch_size"):
         TuneSettings(batch_size=0)
 
 
@@ -223,3 +225,26 @@ def test_memory_saving_synthesis_matches_the_plain_one(name):
     for plain, saved in zip(plain_grads, saved_grads):
         assert (plain - saved).abs().max() <= 1e-4 * plain.abs().max() + 1e-9
     assert all("forward" not in vars(child) for child in G.synthesis.children())  # wrappers removed
+
+
+def test_a_non_finite_loss_stops_with_the_last_good_state(golden_g, target, lpips_model, tmp_path):
+    class TurnsNaN(torch.nn.Module):
+        """LPIPS that goes NaN from its fourth call on: the evaluation before tuning, then two calls a step."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, a, b):
+            self.calls += 1
+            value = lpips_model(a, b)
+            return value * float("nan") if self.calls > 3 else value
+
+    with one_thread(), pytest.raises(SgtoolError, match=r"loss became nan at step 2; stopped, the last good state "
+                                                        r"\(step 1\)"):
+        tune_and_save(golden_g, [target], TuneSettings(steps=10, save_every=1, **FAST), tmp_path,
+                      lpips_model=TurnsNaN())
+    assert not (tmp_path / "tuned_generator.safetensors").exists() and not (tmp_path / "tune.json").exists()
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 1
+    assert all(bool(torch.isfinite(v).all()) for v in state["generator"].values() if v.is_floating_point())

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from sgtool.errors import SgtoolError
 from sgtool.pipelines.align import crop_from_quad
@@ -73,12 +74,29 @@ def test_smooth_into_matches_smooth_and_settings_are_checked():
     np.testing.assert_allclose(out, smooth(x, Smoothing(window=5)), atol=1e-5)
     np.testing.assert_array_equal(smooth(x, Smoothing(method="none")), x)
     for bad in ({"window": 4}, {"method": "kalman"}, {"ends": "wrap"}):
-        with pytest.raises(SgtoolError):
+        with pytest.raises(ValidationError):
             Smoothing(**bad)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Quads, gap filling, tracking
+# Stage keys, quads, gap filling, tracking
+
+
+def test_every_clip_setting_is_in_the_key_of_the_stage_it_changes():
+    from sgtool.pipelines.video import CLIP_STAGES, NOT_KEYED
+    from sgtool.settings import ClipOptions
+
+    keyed = [name for stage in CLIP_STAGES for name in stage.keyed_by]
+    assert len(keyed) == len(set(keyed))
+    assert sorted(keyed + list(NOT_KEYED)) == sorted(ClipOptions.model_fields)
+
+
+def test_fine_layers_default_to_stylegan3_editings_share():
+    from sgtool.pipelines.video.clip import default_fine_layers
+
+    assert default_fine_layers(16) == list(range(9, 16))
+    assert default_fine_layers(18) == list(range(10, 18))
+    assert default_fine_layers(14) == list(range(8, 14))
 
 
 def test_quad_params_round_trip_and_local_coordinates():
@@ -174,7 +192,7 @@ def test_mask_reaches_zero_a_few_feathers_outside():
     left = int(landmarks[:, 0].min())
     size = np.sqrt(np.ptp(landmarks[:, 0]) * np.ptp(landmarks[:, 1]))
     assert full[:, : max(0, int(left - 4 * settings.feather * size) - 2)].max() == 0
-    with pytest.raises(SgtoolError):
+    with pytest.raises(ValidationError):
         MaskSettings(feather=-1)
 
 

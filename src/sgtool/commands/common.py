@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import SgtoolError
 from ..progress import Reporter
-from ..settings.base import Checkpoint, Settings, metadata_of
+from ..settings.base import Checkpoint, Output, Settings, metadata_of
 
 # Human-facing output goes to stderr so that stdout stays clean for `--json`.
 console = Console(stderr=True)
@@ -46,13 +46,20 @@ def reports_errors(func: Callable) -> Callable:
 
 
 def resolve_checkpoints(settings: Settings) -> Settings:
-    """Every checkpoint setting as a file (registry names downloaded or found in the cache) or built-in name,
-    before any work starts: a bad name fails at once. Also selects the op backend."""
+    """Before any work: every output path checked writable, every checkpoint setting resolved to a file
+    (registry names found in the cache or downloaded) or a built-in name, the op backend selected.
+    A bad path or name fails at once, with nothing written."""
     from ..hub import resolve_reference
+    from ..utils.io import check_writable
 
+    model = type(settings)
+    for name in model.model_fields:
+        output = metadata_of(model, name, Output)
+        if output is not None and getattr(settings, name) is not None:
+            check_writable(getattr(settings, name), output.kind, "--" + name.replace("_", "-"))
     updates = {}
-    for name in type(settings).model_fields:
-        marker = metadata_of(type(settings), name, Checkpoint)
+    for name in model.model_fields:
+        marker = metadata_of(model, name, Checkpoint)
         value = getattr(settings, name)
         if marker is not None and value is not None:
             updates[name] = resolve_reference(value, kind=marker.kind)
@@ -94,11 +101,9 @@ def progress_bars(quiet: bool, transient: bool = True) -> Progress:
 
 
 def finish_batch(run, summary: dict, message: str) -> None:
-    """Report a batch command's result and leave with its exit code (1 when some items failed)."""
+    """Report a batch command's result and leave with its exit code (1 when some items failed; each failure
+    was printed as it happened)."""
     run.report(summary, message)
-    if not run.json:
-        for item in summary.get("failed", []):
-            console.print(f"[red]failed[/] {item['input']}: {item['error']}", highlight=False, soft_wrap=True)
     code = summary.get("exit_code", 0)
     if code:
         raise typer.Exit(code)

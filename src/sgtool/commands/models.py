@@ -10,7 +10,8 @@ from rich.table import Table
 from .. import hub
 from ..errors import SgtoolError
 from ..hub.cache import read_record
-from .common import JsonOpt, console, emit_json, reports_errors
+from .common import console, reports_errors
+from .options import JsonOption, Run
 
 models_app = typer.Typer(
     name="models",
@@ -41,7 +42,7 @@ def _size_text(size: int | None) -> str:
 
 @models_app.command("list")
 @reports_errors
-def list_models(kind: KindOpt = None, json_out: JsonOpt = False):
+def list_models(kind: KindOpt = None, json_out: JsonOption = False):
     """Show every registry name, what it is, and whether it is in the cache."""
     rows = []
     for entry in _entries(kind):
@@ -49,18 +50,16 @@ def list_models(kind: KindOpt = None, json_out: JsonOpt = False):
         cached = path.is_file()
         rows.append({**entry.to_dict(), "cached": cached, "path": str(path),
                      "cached_size": path.stat().st_size if cached else None})
-    if json_out:
-        emit_json(rows)
-        return
+    run = Run(json=json_out)
     table = Table(title=f"models ({hub.registry_path()}), cache: {hub.models_dir()}", title_justify="left")
     for column in ("name", "kind", "cached", "description", "used by"):
         table.add_column(column, overflow="fold")
     for row in rows:
         cached = f"[green]yes[/] {_size_text(row['cached_size'])}" if row["cached"] else "[dim]no[/]"
         table.add_row(row["name"], row["kind"], cached, row["description"], ", ".join(row["used_by"]))
-    console.print(table)
-    console.print("Licences: `sgtool models list --json` (most weights are non-commercial). "
-                  "Fetch one with `sgtool models download NAME`.")
+    run.report(rows, table)
+    run.say("Licences: `sgtool models list --json` (most weights are non-commercial). "
+            "Fetch one with `sgtool models download NAME`.")
 
 
 @models_app.command("download")
@@ -69,9 +68,10 @@ def download(
     names: Annotated[list[str], typer.Argument(help="Registry names (see `sgtool models list`).")],
     force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
     offline: OfflineOpt = False,
-    json_out: JsonOpt = False,
+    json_out: JsonOption = False,
 ):
     """Download checkpoints into the cache (resumable; size and SHA-256 checked before they are kept)."""
+    run = Run(json=json_out)
     entries = [hub.get_entry(name) for name in names]  # every name checked before any download starts
     results, failures = [], []
     for entry in entries:
@@ -88,10 +88,8 @@ def download(
         results.append({"name": entry.name, "status": "ok", "path": str(path),
                         "sha256": (read_record(entry) or {}).get("sha256"),
                         "licence": entry.licence})
-        if not json_out:
-            console.print(f"[green]ok[/] {entry.name} -> {path}", highlight=False)
-    if json_out:
-        emit_json(results)
+        run.say(f"[green]ok[/] {entry.name} -> {path}")
+    run.report(results, f"{len(entries) - len(failures)} of {len(entries)} checkpoint(s) in {hub.models_dir()}")
     if failures:
         raise typer.Exit(2 if len(failures) == len(entries) else 1)
 
@@ -112,27 +110,21 @@ def path(name: Annotated[str, typer.Argument(help="Registry name.")]):
 @reports_errors
 def verify(
     name: Annotated[Optional[str], typer.Argument(help="Registry name; all cached models when omitted.")] = None,
-    json_out: JsonOpt = False,
+    json_out: JsonOption = False,
 ):
     """Re-hash cached checkpoints against the published SHA-256 or the one recorded at first download."""
+    run = Run(json=json_out)
     entries = [hub.get_entry(name)] if name else _entries(None)
     results = [hub.verify_model(entry) for entry in entries]
     if name and results[0]["status"] == "missing":
         raise SgtoolError(f"{name} is not downloaded ({results[0]['path']}); `sgtool models download {name}`")
-    if json_out:
-        emit_json(results)
-    else:
-        styles = {"ok": "green", "recorded": "cyan", "mismatch": "bold red"}
-        for result in results:
-            if result["status"] == "missing":
-                continue
-            note = {"ok": f"matches the {result.get('basis')} SHA-256",
-                    "recorded": "no published SHA-256: this file's hash is now the reference",
-                    "mismatch": result.get("problem", "")}[result["status"]]
-            console.print(f"[{styles[result['status']]}]{result['status']}[/] {result['name']}: {note}",
-                          highlight=False, soft_wrap=True)
-        if not any(r["status"] != "missing" for r in results):
-            console.print("nothing is cached yet; `sgtool models download NAME`")
+    styles = {"ok": "green", "recorded": "cyan", "mismatch": "bold red"}
+    notes = {"ok": "matches the {basis} SHA-256", "recorded": "no published SHA-256: this file's hash is now the "
+             "reference", "mismatch": "{problem}"}
+    lines = [f"[{styles[r['status']]}]{r['status']}[/] {r['name']}: "
+             + notes[r["status"]].format(basis=r.get("basis"), problem=r.get("problem", ""))
+             for r in results if r["status"] != "missing"]
+    run.report(results, "\n".join(lines) or "nothing is cached yet; `sgtool models download NAME`")
     if any(r["status"] == "mismatch" for r in results):
         console.print("re-download a broken file with `sgtool models download NAME --force`")
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 
 from ..settings.base import (Cli, Settings, choices_of, key_of, load_settings, metadata_of, nest, ordered_fields,
                              section_model, unwrap_optional)
@@ -30,6 +31,7 @@ class Run:
     """What a command body needs besides its settings."""
 
     json: bool
+    given: frozenset[str] = frozenset()  # dotted keys of the settings given as command-line options
 
     def report(self, summary: dict, message: str) -> None:
         """The JSON summary on stdout (--json) or one human line on stderr."""
@@ -77,13 +79,11 @@ def flag_of(name: str, cli: Cli) -> str:
 def _help(owner: type[Settings], name: str, default: Any) -> str:
     info = owner.model_fields[name]
     parts = [info.description or ""]
-    choices = choices_of(info.annotation)
-    if choices:
-        parts.append(f"[{'|'.join(choices)}]")
     if default not in (None, [], False, ""):
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         parts.append(f"[default: {shown}]")
-    return " ".join(p for p in parts if p)
+    # Square brackets would be read as rich markup by the help renderer.
+    return escape(" ".join(p for p in parts if p))
 
 
 def _default_at(instance: Settings, path: tuple[str, ...]) -> Any:
@@ -155,14 +155,16 @@ def command(model: type[Settings], name: str, after_load: Callable[[Settings], S
         @functools.wraps(func)
         def wrapper(**kwargs):
             values: dict[str, Any] = {}
+            on_command_line = set()
             for item in generated:
                 given = kwargs.pop(item.param)
                 if given is not None:
                     _put(values, nest(list(item.path), given))
+                    on_command_line.add(".".join(item.path))
             settings = load_settings(model, name, kwargs.pop("config"), kwargs.pop("set_") or (), values)
             if after_load is not None:
                 settings = after_load(settings)
-            return func(settings, Run(json=kwargs.pop("json_out")), **kwargs)
+            return func(settings, Run(json=kwargs.pop("json_out"), given=frozenset(on_command_line)), **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {p.name: p.annotation for p in params}

@@ -114,26 +114,47 @@ def load_direction(path, w_dim: int | None = None, num_ws: int | None = None) ->
     return array
 
 
+DIRECTION_SETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "directions.yaml"
+
+
+def load_direction_sets(path=DIRECTION_SETS_FILE) -> dict:
+    """The registry file: set name -> {"source": text, "files": {name: file}, "hub": {name: registry name}}."""
+    from ..settings.base import read_config_file
+
+    sets = read_config_file(path, "directions registry")
+    for name, entry in sets.items():
+        if (not isinstance(entry, dict) or set(entry) - {"source", "files", "hub"}
+                or not isinstance(entry.get("files"), dict) or not isinstance(entry.get("hub", {}), dict)):
+            raise SgtoolError(f"directions registry {path}: set {name!r} must hold 'files' (name: file), optionally "
+                              "'hub' (name: model registry name) and 'source'")
+    return sets
+
+
 @dataclass
 class DirectionRegistry:
-    """Names -> files per generator family, from `configs/edit.yaml`.
+    """Names -> files per generator family (`configs/directions.yaml`).
 
     `sets` maps a set name such as "stylegan3-ffhq" to {"source": where the files come from,
     "files": {name: relative path}, "hub": {name: model-registry name}}; files resolve against
     `folder`; a name whose file is not there but that has a hub entry is fetched into sgtool's
-    model cache (`sgtool models`), or named with where to put it when offline.
+    model cache (`sgtool models`), or named with where to put it when offline. `choice` names a
+    set, or is "auto" (by the generator, see `set_for`).
     """
 
     sets: dict
     folder: Path = field(default_factory=lambda: sgtool_home() / "directions")
     choice: str = "auto"
 
+    def __post_init__(self):
+        if self.choice != "auto" and self.choice not in self.sets:
+            raise SgtoolError(f"direction_set {self.choice!r} is not in the registry; known sets: "
+                              f"{', '.join(self.sets) or 'none'}")
+
     @classmethod
-    def from_config(cls, config: dict) -> "DirectionRegistry":
-        folder = config.get("directions_dir")
-        return cls(sets=dict(config.get("directions") or {}),
-                   folder=Path(folder).expanduser() if folder else sgtool_home() / "directions",
-                   choice=str(config.get("direction_set") or "auto"))
+    def from_settings(cls, options) -> "DirectionRegistry":
+        """The shipped registry, with the folder and set that `options` (an EditOptions) choose."""
+        folder = Path(options.directions_dir).expanduser() if options.directions_dir else sgtool_home() / "directions"
+        return cls(sets=load_direction_sets(), folder=folder, choice=options.direction_set)
 
     def set_for(self, generator, hint: str = "") -> str | None:
         """The set matching the generator: an explicit choice, else by kind and by a dataset name in `hint`.
@@ -142,9 +163,6 @@ class DirectionRegistry:
         picks the unaligned-FFHQ set, otherwise the first set listed for the generator's kind.
         """
         if self.choice != "auto":
-            if self.choice not in self.sets:
-                raise SgtoolError(f"direction_set {self.choice!r} is not in the registry; known sets: "
-                                  f"{', '.join(self.sets) or 'none'}")
             return self.choice
         kind = getattr(generator, "kind", "")
         candidates = [name for name in self.sets if name.startswith(kind + "-")]

@@ -250,6 +250,7 @@ def _accept(entry: ModelEntry, url: str) -> None:
 
 @contextlib.contextmanager
 def _download_lock(entry: ModelEntry):
+    lock_path(entry).parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path(entry)))
     try:
         lock.acquire(timeout=0)

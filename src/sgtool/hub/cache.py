@@ -50,7 +50,8 @@ def part_path(entry: ModelEntry) -> Path:
 
 
 def lock_path(entry: ModelEntry) -> Path:
-    return models_dir() / f"{entry.file}.lock"
+    """The download lock (its empty file stays after use, as lock files must: kept out of the models folder)."""
+    return models_dir() / ".locks" / f"{entry.file}.lock"
 
 
 def record_path(entry: ModelEntry) -> Path:

@@ -25,17 +25,51 @@ ARCH_PRESETS = {
 }
 
 
+# Bounds on constructor arguments read from a file, far above every released network (z/w 512, channels
+# 1024, 1024 px) and low enough that no value within them makes the build allocate more than a few GB.
+INIT_LIMITS = {"z_dim": (0, 4096), "w_dim": (1, 4096), "c_dim": (0, 65536), "img_resolution": (4, 4096),
+               "img_channels": (1, 16), "channel_base": (1, 2 ** 22), "channel_max": (1, 2048),
+               "num_layers": (3, 64), "conv_kernel": (1, 7), "num_fp16_res": (0, 16)}
+MAPPING_LIMITS = {"num_layers": (1, 32), "embed_features": (0, 4096), "layer_features": (1, 4096)}
+
+
+def check_init_kwargs(kind: str, kwargs: dict) -> None:
+    """Refuse constructor arguments that no real generator has, before anything is allocated."""
+    def check(name, value, limits):
+        low, high = limits
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CheckpointError(f"the {kind} generator option {name}={value!r} is outside {low}..{high}; the "
+                                  "checkpoint is corrupt or was not written for a StyleGAN generator")
+
+    for name in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"):
+        if name not in kwargs:
+            raise CheckpointError(f"the {kind} generator options lack {name}; the checkpoint is incomplete")
+    for name, limits in INIT_LIMITS.items():
+        if kwargs.get(name) is not None:
+            check(name, kwargs[name], limits)
+    mapping = kwargs.get("mapping_kwargs") or {}
+    if not isinstance(mapping, dict):
+        raise CheckpointError(f"the {kind} generator's mapping options are a {type(mapping).__name__}, not a mapping")
+    for name, limits in MAPPING_LIMITS.items():
+        if mapping.get(name) is not None:
+            check(f"mapping_kwargs.{name}", mapping[name], limits)
+
+
 def build_generator(kind: str, init_kwargs: dict) -> nn.Module:
-    """Construct our generator from NVIDIA-style constructor kwargs."""
+    """Construct our generator from NVIDIA-style constructor kwargs (checked against INIT_LIMITS first)."""
     if kind not in GENERATOR_CLASSES:
         raise CheckpointError(f"unknown generator kind {kind!r}; known: {', '.join(GENERATOR_CLASSES)}")
     kwargs = dict(init_kwargs)
     # stylegan2-ada-pytorch nested the synthesis options; later releases pass them flat.
     kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})
+    check_init_kwargs(kind, kwargs)
     try:
         return GENERATOR_CLASSES[kind](**kwargs)
     except TypeError as exc:
         raise CheckpointError(f"unsupported {kind} generator options: {exc}") from None
+    except (ValueError, ZeroDivisionError, OverflowError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot build the {kind} generator these options describe "
+                              f"({type(exc).__name__}: {exc}); the checkpoint is corrupt") from None
 
 
 def check_state_names(module: nn.Module, state: dict, source: str, what: str = "the generator it describes") -> None:
@@ -52,9 +86,18 @@ def check_state_names(module: nn.Module, state: dict, source: str, what: str = "
         raise CheckpointError(f"{source} does not match {what} ({'; '.join(parts)})")
 
 
+def check_finite(state: dict, source: str) -> None:
+    """NaN or infinity in stored weights renders black images: refuse the file instead."""
+    for name, tensor in state.items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: weight {name} holds NaN or infinite values; the file is corrupt "
+                                  "(download or write it again)")
+
+
 def load_state(generator: nn.Module, state: dict, source: str) -> None:
-    """Copy weights into a generator after a strict name and shape check."""
+    """Copy weights into a generator after a strict name, shape and finiteness check."""
     check_state_names(generator, state, source)
+    check_finite(state, source)
     generator.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import CheckpointError
 from .factory import build_generator, generator_from_state_dict, load_state
+from .safe_pickle import UnsafePickleError, safe_torch_load
 
 SGTOOL_FORMAT = "sgtool-generator"
 SGTOOL_FORMAT_VERSION = "1"
@@ -48,13 +49,28 @@ def sniff(path: Path) -> str:
 
 
 def torch_load(path: Path):
+    """`torch.load(weights_only=True)`, plus the pathlib classes trainers store in their options.
+
+    A file that needs anything else is refused in one line naming what it references (never with
+    torch's advice to turn the safe loader off).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); download it again") from None
+        return safe_torch_load(path)
+    except UnsafePickleError as exc:
+        raise CheckpointError(f"refusing to load {path}: it references {exc.qualname}, which could run code; sgtool "
+                              "reads only tensors, plain values and paths from .pt files") from None
+    except NotImplementedError:
+        # Python refuses to build a WindowsPath on POSIX (and vice versa).
+        raise CheckpointError(f"{path} was saved on another operating system (its options hold paths of that "
+                              "system) and cannot be read here") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, pickle.UnpicklingError) as exc:
+        reason = first_line(exc)
+        raise CheckpointError(f"{path} is truncated or corrupt ({reason}); download it again") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_generator(generator: nn.Module, path, metadata: dict | None = None) -> Path:

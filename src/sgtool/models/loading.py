@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import CheckpointError
 from .builtin import BUILTIN_GENERATORS, build_builtin
 from .factory import build_generator, generator_from_state_dict, load_state
-from .formats import LEGACY_TORCH_MAGIC, load_sgtool, sniff, torch_load
+from .formats import LEGACY_TORCH_MAGIC, first_line, load_sgtool, sniff, torch_load
 from .rosinality import generator_from_rosinality, is_rosinality_state
 from .safe_pickle import PersistentRecord, UnsafePickleError, plain, record_state_dict, restricted_load
 
@@ -44,8 +44,8 @@ def _load_nvidia_pickle(path: Path):
     except UnsafePickleError as exc:
         raise CheckpointError(f"refusing to load {path}: it references code '{exc.qualname}'") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            RuntimeError, struct.error) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            RuntimeError, struct.error, RecursionError, MemoryError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}: {first_line(exc)}); "
                               "download it again") from None
     if isinstance(data, PersistentRecord):
         record = data
@@ -59,10 +59,14 @@ def _load_nvidia_pickle(path: Path):
     if record.class_name != "Generator":
         raise CheckpointError(f"{path}: expected a Generator network, found {record.class_name}")
     kind = _kind_of_record(record)
-    kwargs = plain(record.init_kwargs)
-    kwargs.update(dict(zip(_POSITIONAL, plain(list(record.init_args)))))
+    try:
+        kwargs = plain(record.init_kwargs)
+        kwargs.update(dict(zip(_POSITIONAL, plain(list(record.init_args)))))
+        state = record_state_dict(record)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} is not a usable network pickle ({exc})") from None
     generator = build_generator(kind, kwargs)
-    load_state(generator, record_state_dict(record), str(path))
+    load_state(generator, state, str(path))
     generator.layout = "nvidia-pkl"
     return generator
 

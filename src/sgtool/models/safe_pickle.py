@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import io
+import pathlib
 import pickle
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,9 +67,26 @@ def _reconstruct_persistent_obj(meta):
                             state=dict(meta["state"]))
 
 
+# Trainers' options (pSp, e4e, ReStyle, HyperStyle) hold paths; building one runs no code.
+SAFE_TORCH_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath]
+
+
+def safe_torch_load(source):
+    """`torch.load(weights_only=True)` admitting SAFE_TORCH_GLOBALS; a refusal is an UnsafePickleError naming
+    the global it met (torch's own message advises turning the safe loader off: never passed on)."""
+    try:
+        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS):
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found or "Unsupported" in str(exc) or "weights_only" in str(exc).lower():
+            raise UnsafePickleError(found.group(1) if found else "an object other than tensors") from None
+        raise
+
+
 def _load_storage_from_bytes(data: bytes):
-    # Storages are nested legacy torch.save streams; weights_only refuses anything but tensors.
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    # Storages are nested legacy torch.save streams; only tensors may come out of them.
+    return safe_torch_load(io.BytesIO(data))
 
 
 def _numpy_multiarray():
@@ -127,6 +146,8 @@ def restricted_load(stream, allowed: dict | None = None) -> object:
 
 def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
     """Flatten a pickled module tree into a state dict with the same names nn.Module would use."""
+    if prefix.count(".") > MAX_DEPTH:
+        raise pickle.UnpicklingError(f"the module tree nests deeper than {MAX_DEPTH} levels")
     state = record.state
     out: dict[str, torch.Tensor] = {}
     non_persistent = set(state.get("_non_persistent_buffers_set") or ())
@@ -145,12 +166,17 @@ def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, t
     return out
 
 
-def plain(value):
+MAX_DEPTH = 32  # nesting of constructor arguments and module trees; real networks use fewer than 8
+
+
+def plain(value, depth: int = 0):
     """EasyDicts, numpy scalars and arrays from a pickle -> plain Python values (for kwargs and JSON)."""
+    if depth > MAX_DEPTH:
+        raise pickle.UnpicklingError(f"constructor arguments nest deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, depth + 1) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

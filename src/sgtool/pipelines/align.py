@@ -22,29 +22,35 @@ coordinates to crop coordinates and inv(T) goes into `synthesis.input.transform`
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import scipy.ndimage
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import SgtoolError
+from ..progress import SILENT, Reporter
+from ..settings import AlignSettings
+from ..utils.batch import Shard
 from ..utils.io import save_image, save_npy, write_json
+from .batch import Batch, Item, collect
 from .faces import FaceFinder, default_finder
+from .images import read_image
 
 # Mesh vertices matched to dlib's 68-point scheme (image-left eye = the subject's right eye = dlib 36-41).
 EYE_LEFT = (7, 160, 158, 155, 153, 144)  # dlib 36, 37, 38, 39, 40, 41
 EYE_RIGHT = (382, 385, 387, 249, 373, 380)  # dlib 42, 43, 44, 45, 46, 47
 MOUTH_CORNERS = (61, 291)  # dlib 48, 54
 RECIPES = ("ffhq", "eyes")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 DEFAULT_MIN_FACE = 48
+SUMMARY_FILE = "alignment.json"
+PROGRESS_SAVE_SECONDS = 30.0  # how much work a killed batch can lose (alignment.json is rewritten that often)
 
 
 @dataclass
@@ -302,44 +308,7 @@ def align_image(rgb: np.ndarray, size: int = 1024, recipe: str = "ffhq", max_fac
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Files
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB: EXIF orientation applied, alpha over white, 16-bit/float scaled."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb8(img)
-    except FileNotFoundError:
-        raise SgtoolError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SgtoolError(f"{path} is a directory, not an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, UnidentifiedImageError):
-            reason = "not an image PIL can decode"
-        raise SgtoolError(f"cannot read {path} ({reason}); pass a readable JPEG, PNG, WebP, TIFF or BMP file") from None
-
-
-def _to_rgb8(img: Image.Image) -> np.ndarray:
-    if img.mode == "RGB":
-        return np.asarray(img).copy()
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).copy()
-    if img.mode.startswith("I") or img.mode == "F":
-        values = np.asarray(img).astype(np.float64)
-        if img.mode == "F" and values.size and np.nanmax(values) <= 1.0:
-            values = values * 255.0
-        elif img.mode.startswith("I;16") or (values.size and values.max() > 255):
-            values = values / 257.0  # 16-bit range
-        grey = np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB")).copy()
+# Files and the `sgtool align` batch
 
 
 def align_file(path: str | os.PathLike, size: int = 1024, recipe: str = "ffhq", max_faces: int | None = None,
@@ -350,47 +319,12 @@ def align_file(path: str | os.PathLike, size: int = 1024, recipe: str = "ffhq", 
                        min_face_size=min_face_size, finder=finder, supersample=supersample, padding=padding)
 
 
-def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files, directories (their images, sorted) and globs -> image paths in order, without duplicates."""
-    out: list[Path] = []
-    for raw in paths:
-        text = str(raw)
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise SgtoolError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif path.exists():
-            found = [path]
-        elif any(ch in text for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not found:
-                raise SgtoolError(f"no file matches {text}")
-        else:
-            raise SgtoolError(f"{path}: no such file or directory")
-        out += [p for p in found if p not in out]
-    if not out:
-        raise SgtoolError("no input images given; pass image files, directories or globs")
-    return out
-
-
-def output_names(sources: list[Path]) -> dict[Path, str]:
-    """File stems for the outputs; inputs sharing a stem get _2, _3... in input order."""
-    names: dict[Path, str] = {}
-    used: set[str] = set()
-    for src in sources:
-        stem, k = src.stem, 1
-        name = stem
-        while name in used:
-            k += 1
-            name = f"{stem}_{k}"
-        used.add(name)
-        names[src] = name
-    return names
-
-
 def load_alignment(path: str | os.PathLike) -> dict:
-    """Read an alignment.json back: its records with quads/transforms/key points as float64 arrays."""
+    """Read an alignment.json back: its face records with quads/transforms/key points as float64 arrays.
+
+    Files written before the batch runner named their failures "failures" ({"source", "error"}); they
+    come back under "failed" with "input", as the current ones.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -404,54 +338,9 @@ def load_alignment(path: str | os.PathLike) -> dict:
         for key in ("eyes", "mouth", "quad", "crop_quad", "transform", "inverse_transform", "translate"):
             if key in record:
                 record[key] = np.asarray(record[key], dtype=np.float64)
-    data.setdefault("failures", [])
+    if "failed" not in data:
+        data["failed"] = [{"input": f.get("source"), "error": f.get("error")} for f in data.pop("failures", [])]
     return data
-
-
-@dataclass
-class TransformEntry:
-    """One landmarks transform read back from a file."""
-
-    name: str  # the aligned image's file name (or the key of a stylegan3-editing dict)
-    inverse_transform: np.ndarray  # 3x3 float64: what goes into synthesis(..., transform=...)
-    crop: str | None = None  # the unaligned crop's file name (alignment.json only)
-    aligned_path: str | None = None
-
-
-def inverse_matrix(value, where: str) -> np.ndarray:
-    if isinstance(value, (list, tuple)) and value and np.asarray(value[-1], dtype=object).size == 9:
-        value = value[-1]  # stylegan3-editing: (angle, translation, transform, inverse_transform)
-    try:
-        matrix = np.asarray(value, dtype=np.float64).reshape(3, 3)
-    except (TypeError, ValueError):
-        raise SgtoolError(f"{where} is not a 3x3 transform") from None
-    if not np.all(np.isfinite(matrix)):
-        raise SgtoolError(f"{where} contains NaN or infinite values; recompute the alignment")
-    return matrix
-
-
-def read_landmarks_transforms(path: str | os.PathLike) -> list[TransformEntry]:
-    """The inverse landmarks transforms in sgtool's alignment.json or in stylegan3-editing's dict `.npy`
-    (file name -> values, the last being the inverse transform): the one reader edit, tune and expand-fov use."""
-    from ..latents import load_npy
-
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        entries = []
-        for i, face in enumerate(load_alignment(path)["faces"]):
-            if not isinstance(face, dict) or "aligned" not in face or "inverse_transform" not in face:
-                raise SgtoolError(f"{path}: face {i} lacks 'aligned' or 'inverse_transform'; write it again with "
-                                  "`sgtool align`")
-            entries.append(TransformEntry(Path(str(face["aligned"])).name,
-                                          inverse_matrix(face["inverse_transform"], f"{path} face {i}"),
-                                          Path(str(face["crop"])).name if face.get("crop") else None,
-                                          str(face["aligned"])))
-        return entries
-    value = load_npy(path)
-    if not isinstance(value, dict):
-        raise SgtoolError(f"{path} holds a {type(value).__name__}; expected a dict of file name -> transform "
-                          "(stylegan3-editing's landmarks_transforms.npy) or an alignment.json")
-    return [TransformEntry(str(k), inverse_matrix(v, f"{path} entry {k!r}")) for k, v in value.items()]
 
 
 def landmarks_transforms(records: Iterable[dict]) -> dict:
@@ -474,70 +363,77 @@ def save_landmarks_transforms(records: Iterable[dict], path: str | os.PathLike) 
     return save_npy(holder, path, allow_pickle=True)
 
 
-def align_paths(paths: Iterable[str | os.PathLike], outdir: str | os.PathLike, size: int = 1024,
-                recipe: str = "ffhq", max_faces: int | None = None, min_face_size: float = DEFAULT_MIN_FACE,
-                supersample: int = 4, padding: bool = True, skip_existing: bool = False,
-                finder: FaceFinder | None = None,
-                on_source: Callable[[Path, list[dict], str | None], None] | None = None,
-                summary_name: str = "alignment.json") -> dict:
-    """Align every face of every input, writing NAME_faceK_{aligned,crop}.png and alignment.json in outdir.
+def crop_config(settings: AlignSettings) -> dict:
+    """The settings the crops and transforms depend on: an earlier run is reused only under the same ones."""
+    return settings.model_dump(include={"size", "recipe", "max_faces", "min_face_size", "supersample", "padding"})
 
-    Returns {"config", "faces", "failures"} as written to alignment.json (rewritten after each input, so an
-    interrupted run leaves a valid file; with skip_existing, inputs whose recorded outputs exist are kept).
-    `on_source(path, records, error)` is called after each input. `summary_name` replaces alignment.json
-    (a `--shard` run writes alignment-shardKofN.json so that shards sharing `outdir` keep their own).
+
+def align_batch(paths: Iterable[str | os.PathLike], settings: AlignSettings | None = None,
+                shard: Shard | None = None, reporter: Reporter = SILENT, finder: FaceFinder | None = None) -> dict:
+    """Align every face of every image file/folder/glob into `settings.outdir`; returns the alignment.json summary.
+
+    Per face: NAME_faceK_aligned.png and NAME_faceK_crop.png. alignment.json holds the batch items
+    (an input without a face, or unreadable, is a failed item; the others are still written), `faces`
+    (one record per face, what --transforms and `load_alignment` read) and `config` (`crop_config`).
+    With skip_existing, inputs whose faces an earlier run with the same config recorded, and whose files
+    exist, are kept. The faces done so far are saved every PROGRESS_SAVE_SECONDS, so a killed run can be
+    resumed that way.
     """
-    _check_size(size)
-    if recipe not in RECIPES:
-        raise SgtoolError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    if max_faces is not None and max_faces < 1:
-        raise SgtoolError(f"--max-faces must be at least 1, got {max_faces}")
-    sources = expand_inputs(paths)
-    outdir = Path(outdir)
-    json_path = outdir / summary_name
-    config = {"size": int(size), "recipe": recipe, "max_faces": max_faces, "min_face_size": min_face_size,
-              "supersample": int(supersample), "padding": bool(padding)}
-    previous = _previous_records(json_path, config) if skip_existing else {}
-    names = output_names(sources)
-    summary = {"config": config, "faces": [], "failures": []}
+    settings = settings or AlignSettings()
+    outdir = Path(settings.outdir)
+    batch = Batch("align", collect(paths), outdir, shard, reporter)
+    summary_path = outdir / batch.file_name(SUMMARY_FILE)
+    config = crop_config(settings)
+    faces = _recorded_faces(summary_path, config) if settings.skip_existing else {}
     finder = finder or default_finder()
-    for src in sources:
-        records, error = previous.get(str(src)), None
-        if records is None:
-            try:
-                records = _align_one(src, names[src], outdir, config, finder)
-                if not records:
-                    error = f"no face found in {src}"
-            except SgtoolError as exc:
-                records, error = [], str(exc)
-        summary["faces"] += records
-        if error is not None:
-            summary["failures"].append({"source": str(src), "error": error})
-        write_json(summary, json_path)
-        if on_source is not None:
-            on_source(src, records, error)
-    return summary
+    saved = [time.monotonic()]
+
+    def process(item: Item) -> dict:
+        faces[str(item.source)] = _align_item(item, outdir, settings, finder)
+        if time.monotonic() - saved[0] > PROGRESS_SAVE_SECONDS:
+            write_json({"config": config, "faces": [f for records in faces.values() for f in records]},
+                       summary_path)
+            saved[0] = time.monotonic()
+        return _item_record(faces[str(item.source)])
+
+    def skip(item: Item) -> dict | None:
+        records = faces.get(str(item.source))
+        return _item_record(records) if records else None
+
+    report = batch.run(process, skip=skip if settings.skip_existing else None, label="aligning")
+    done = [face for r in report.results if r.status in ("ok", "skipped") for face in faces[str(r.item.source)]]
+    extra: dict = {"config": config, "faces": done}
+    if settings.save_transforms is not None:
+        target = settings.save_transforms.with_name(batch.file_name(settings.save_transforms.name))
+        extra["transforms"] = str(save_landmarks_transforms(done, target))
+    return {**report.write(SUMMARY_FILE, settings.record(), **extra), "exit_code": report.exit_code}
 
 
-def _align_one(src: Path, name: str, outdir: Path, config: dict, finder: FaceFinder) -> list[dict]:
-    faces = align_file(src, size=config["size"], recipe=config["recipe"], max_faces=config["max_faces"],
-                       min_face_size=config["min_face_size"], finder=finder, supersample=config["supersample"],
-                       padding=config["padding"])
+def _align_item(item: Item, outdir: Path, settings: AlignSettings, finder: FaceFinder) -> list[dict]:
+    found = align_file(item.source, size=settings.size, recipe=settings.recipe, max_faces=settings.max_faces,
+                       min_face_size=settings.min_face_size, finder=finder, supersample=settings.supersample,
+                       padding=settings.padding)
+    if not found:
+        raise SgtoolError(f"no face found in {item.source} (faces under --min-face-size "
+                          f"{settings.min_face_size:g} px are ignored)")
     records = []
-    for k, face in enumerate(faces):
-        aligned = save_image(face.aligned, outdir / f"{name}_face{k}_aligned.png")
-        crop = save_image(face.crop, outdir / f"{name}_face{k}_crop.png")
-        records.append({"source": str(src), "face": k, **face.record(), "aligned": str(aligned), "crop": str(crop)})
+    for k, face in enumerate(found):
+        aligned = save_image(face.aligned, outdir / f"{item.name}_face{k}_aligned.png")
+        crop = save_image(face.crop, outdir / f"{item.name}_face{k}_crop.png")
+        records.append({"source": str(item.source), "face": k, **face.record(), "aligned": str(aligned),
+                        "crop": str(crop)})
     return records
 
 
-def _previous_records(json_path: Path, config: dict) -> dict[str, list[dict]]:
-    """Records of an earlier run with the same settings whose output files all exist, by source."""
-    if not json_path.exists():
-        return {}
+def _item_record(records: list[dict]) -> dict:
+    return {"outputs": [path for r in records for path in (r["aligned"], r["crop"])], "faces_found": len(records)}
+
+
+def _recorded_faces(summary_path: Path, config: dict) -> dict[str, list[dict]]:
+    """Face records of an earlier run with the same config whose output files all exist, by input."""
     try:
-        data = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("config") != config:
         return {}

@@ -75,14 +75,15 @@ class Item:
         return self.name + self.source.suffix
 
 
-def name_items(sources: Iterable[Path]) -> list[Item]:
-    """Output stems: the file stem; inputs sharing one get _2, _3... in input order."""
+def name_items(sources: Iterable[Path], stem: Callable[[Path], str] = lambda path: path.stem) -> list[Item]:
+    """Output stems: `stem(file)` (the file stem); inputs sharing one get _2, _3... in input order."""
     items, used = [], set()
     for source in sources:
-        name, k = source.stem, 1
+        base = stem(Path(source))
+        name, k = base, 1
         while name in used:
             k += 1
-            name = f"{source.stem}_{k}"
+            name = f"{base}_{k}"
         used.add(name)
         items.append(Item(Path(source), name))
     return items
@@ -178,12 +179,12 @@ class Batch:
     """The items of one command run; see the module docstring."""
 
     def __init__(self, command: str, sources: Iterable[Path], outdir: str | os.PathLike, shard: Shard | None = None,
-                 reporter: Reporter = SILENT):
+                 reporter: Reporter = SILENT, stem: Callable[[Path], str] = lambda path: path.stem):
         self.command = command
         self.outdir = Path(outdir)
         self.shard = shard
         self.reporter = reporter
-        self.all_items = name_items(sources)
+        self.all_items = name_items(sources, stem)
         self.items = select_shard(self.all_items, shard, key=lambda item: item.source.stem)
         if shard is not None and not self.items:
             reporter.warn(f"shard {shard} holds none of the {len(self.all_items)} inputs")

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import SgtoolError
-from ..utils.io import atomic_path
+from ..settings import ConvertSettings
+from ..utils.io import atomic_path, write_json
 
 TARGETS = ("nvidia-pkl", "rosinality", "sgtool")
 SUFFIX_TARGETS = {".pkl": "nvidia-pkl", ".pt": "rosinality", ".pth": "rosinality", ".safetensors": "sgtool"}
@@ -112,3 +113,16 @@ def convert_generator(source, output, to: str | None = None, device="cpu", verif
         copy = load_generator(output, device=device)
         report.max_abs_diff = float((render_check(copy) - render_check(generator)).abs().max())
     return report
+
+
+def convert_checkpoint(source, output, settings: ConvertSettings | None = None) -> tuple[ConvertReport, dict]:
+    """`sgtool convert`: `convert_generator` with the command's settings, recorded in OUTPUT.json beside the file."""
+    from ..device import resolve_device
+
+    settings = settings or ConvertSettings()
+    output = Path(output)
+    report = convert_generator(source, output, to=settings.to, device=resolve_device(settings.device),
+                               verify=settings.verify)
+    summary = {**report.as_dict(), "settings": settings.record()}
+    write_json(summary, output.with_name(output.name + ".json"))
+    return report, summary

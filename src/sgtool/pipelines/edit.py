@@ -1,462 +1,235 @@
-"""`sgtool edit` as a library: edit W+ latents, render them (aligned or unaligned), sweep strengths,
+"""`sgtool edit` as a library: edit W+ latents and render them (aligned or unaligned), sweep strengths,
 discover SeFa directions and train InterFaceGAN boundaries.
 
-Typical use from a notebook:
+    settings = EditSettings(network="stylegan3-r-ffhq-1024x1024.pkl", edits=["age=+2"], outdir="out/edit")
+    summary = run_edit(plan_edit(["out/invert/photo_latent.npy"], settings))   # what `sgtool edit` does
 
-    G = load_generator("stylegan3-r-ffhq-1024x1024.pkl")
-    edits = prepare_edits(G, ["age=+2"], DirectionRegistry.from_config(load_config("edit")))
-    image = render(G, apply_edits(ws, edits), transform=inverse_transform)
+    request = prepare_edits(G, EditOptions(edits=["age=+2"]), generator_hint(network, G))  # in your own loop
+    image = render(G, request.apply(ws), transform=inverse_transform)
+
+Requests live in `edit_requests`, sweeps and grids in `edit_sweeps`, SeFa and boundaries in `edit_discovery`;
+this module plans a run and edits a batch of latent files.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
-from ..editing.boundary import read_scores_csv, train_boundary
-from ..editing.directions import (
-    DirectionRegistry,
-    Edit,
-    apply_edits,
-    edit_label,
-    format_strength,
-    parse_edit,
-    parse_named_file,
-    parse_sweep,
-    resolve_direction,
-)
-from ..editing.sefa import sefa_directions
-from ..editing.stylespace import (
-    StyleEdit,
-    apply_style_edits,
-    capture_styles,
-    parse_style,
-    render_styles,
-    resolve_style_edit,
-    style_layers,
-    style_std,
-)
+from ..device import resolve_device
+from ..editing.directions import generator_hint
+from ..editing.stylespace import style_layers
 from ..errors import SgtoolError
-from ..latents import load_latents
+from ..latents import latent_stem, load_latents
+from ..models import BUILTIN_GENERATORS, load_generator
+from ..progress import SILENT, Reporter
+from ..settings import EditOptions, EditSettings
+from ..utils.batch import Shard
 from ..utils.io import atomic_path, save_image, save_npy, to_uint8
+from .batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, Batch, Item, Result, collect
+from .edit_discovery import discover_directions, discover_sefa, train_boundary_from_csv, train_boundary_run
+from .edit_requests import EditRequest, edit_and_render, prepare_edits, prepare_request
+from .edit_sweeps import labelled_grid, sweep_row, sweep_tag, write_animation, write_sweep_grid
+from .render import device_of, render
+from .transforms import TransformTable
+
+__all__ = ["EditOptions", "EditPlan", "EditRequest", "EditSettings", "discover_directions", "discover_sefa",
+           "edit_and_render", "edit_latents", "generator_hint", "labelled_grid", "output_stem", "plan_edit",
+           "prepare_edits", "prepare_request", "random_weights_warning", "render", "run_edit",
+           "train_boundary_from_csv", "train_boundary_run"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering
+@dataclass
+class EditPlan:
+    """One `sgtool edit` run, checked before anything loads: the task (edit | sefa | boundary), its latent
+    files and, for unaligned renders, the --transforms table."""
+
+    task: str
+    settings: EditSettings
+    latents: list[Path] = field(default_factory=list)
+    shard: Shard | None = None
+    transforms: TransformTable | None = None
 
 
-def _device(generator) -> torch.device:
-    return next(generator.parameters()).device
+def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shard | None = None) -> EditPlan:
+    """Which task the settings ask for and on which files; bad usage fails here (nothing loaded or written)."""
+    given = [flag for flag, value in (("--train-boundary", settings.train_boundary), ("--discover", settings.discover),
+                                      ("--edit/--style/--sweep", settings.edits or settings.styles or settings.sweep))
+             if value]
+    if len(given) > 1:
+        raise SgtoolError(f"{' and '.join(given)} are separate tasks; run them one at a time")
+    if not given:
+        raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style, --sweep, --discover sefa or "
+                          "--train-boundary scores.csv")
+    task = {"--train-boundary": "boundary", "--discover": "sefa"}.get(given[0], "edit")
+    if task != "edit" and shard is not None:
+        raise SgtoolError(f"--shard splits a batch of latents to edit; run {given[0]} without it")
+    if task == "boundary":
+        if latents:
+            raise SgtoolError("--train-boundary reads the latents its CSV names; drop the LATENTS arguments")
+        return EditPlan(task, settings)
+    if task == "edit" and not latents:
+        raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
+    if settings.sweep and shard is not None:
+        raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")
+    for path in map(Path, latents):
+        if path.is_dir():
+            raise SgtoolError(f"{path} is a directory; give the latent files in it ('{path}/*_latent.npy', quoted) "
+                              f"or the latents.npy dict that sgtool invert wrote there")
+    files = collect(latents, LATENT_SUFFIXES, "latent") if latents else []
+    transforms = None
+    if task == "edit" and settings.transforms is not None and not settings.aligned:
+        transforms = TransformTable.read(settings.transforms)
+    return EditPlan(task, settings, files, shard, transforms)
 
 
-def check_transform(generator, transform) -> torch.Tensor | None:
-    """A [3,3] / [N,3,3] float tensor on the generator's device; refused for StyleGAN2."""
-    if transform is None:
+def random_weights_warning(plan: EditPlan) -> str | None:
+    """The warning to show when the generator is a built-in random-weight test model (None otherwise)."""
+    network = str(plan.settings.network)
+    if plan.task == "boundary" or network not in BUILTIN_GENERATORS:
         return None
-    if generator.kind != "stylegan3":
-        raise SgtoolError("a landmarks transform needs a StyleGAN3 network (StyleGAN2 has no input transform); "
-                          "drop --transforms or pass --aligned")
-    transform = torch.as_tensor(np.asarray(transform, dtype=np.float32) if not isinstance(transform, torch.Tensor)
-                                else transform, dtype=torch.float32)
-    if transform.shape[-2:] != (3, 3):
-        raise SgtoolError(f"a landmarks transform must be 3x3, got shape {list(transform.shape)}")
-    return transform.to(_device(generator))
+    what = "edits" if plan.task == "edit" else "the directions found"
+    return (f"{network} is a built-in random-weight TEST model: {what} will not mean anything. Pass --network "
+            "with the generator your latents came from.")
 
 
-@torch.no_grad()
-def render(generator, ws, transform=None, noise_mode: str = "const") -> torch.Tensor:
-    """W+ codes ([num_ws, w_dim] or [N, num_ws, w_dim]) -> images [N, 3, R, R] in about [-1, 1].
+def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dict:
+    """Do the planned task; returns its summary (also written to OUTDIR: edits.json, sefa.json or
+    NAME_boundary.json). `generator`: an already loaded network instead of settings.network."""
+    settings = plan.settings
+    if plan.task == "boundary":
+        return train_boundary_run(settings)
+    if generator is None:
+        generator = load_generator(settings.network, device=resolve_device(settings.device))
+    if plan.task == "sefa":
+        return discover_directions(generator, settings, plan.latents)
+    return edit_latents(plan, generator, reporter)
 
-    `transform` (the landmarks inverse transform) renders the unaligned view (StyleGAN3 only).
+
+def edit_latents(plan: EditPlan, generator, reporter: Reporter = SILENT) -> dict:
+    """Edit every latent of the plan's files into OUTDIR; returns the edits.json summary.
+
+    One batch item per latent file (the entries of a stylegan3-editing dict are its `entries`); a bad
+    file is recorded and the batch goes on, a lone bad file raises. With --sweep, one grid of all
+    latents (one row each) is written at the end.
     """
-    ws = torch.as_tensor(ws, dtype=torch.float32).to(_device(generator))
-    if ws.ndim == 2:
-        ws = ws.unsqueeze(0)
-    transform = check_transform(generator, transform)
-    extra = {} if transform is None else {"transform": transform}
-    return generator.synthesis(ws, noise_mode=noise_mode, **extra)
+    settings = plan.settings
+    if plan.transforms is not None and generator.kind != "stylegan3":
+        raise SgtoolError("--transforms needs a StyleGAN3 network (StyleGAN2 has no input transform); drop "
+                          "--transforms or pass --aligned")
+    request = prepare_request(generator, settings, generator_hint(settings.network, generator))
+    batch = Batch("edit", plan.latents, settings.outdir, plan.shard, reporter, stem=latent_stem)
+    editor = _LatentFileEditor(generator, request, plan, {item.name for item in batch.all_items})
+    report = batch.run(editor)
+    grid = str(write_sweep_grid(editor.rows, request, settings.outdir)) if editor.rows else None
+    summary = report.write("edits.json", settings.record(), network=str(settings.network),
+                           direction_set=request.direction_set, **request.records(), grid=grid,
+                           animations=editor.animations)
+    return {**summary, "exit_code": report.exit_code}
 
 
-# ---------------------------------------------------------------------------------------------
-# Landmarks transforms
-
-
-def load_transforms(path) -> dict[str, np.ndarray]:
-    """name -> inverse landmarks transform (what goes into synthesis), keyed by the aligned image's name."""
-    from .align import read_landmarks_transforms
-
-    return {entry.name: entry.inverse_transform for entry in read_landmarks_transforms(path)}
-
-
-def match_transform(name: str, transforms: dict[str, np.ndarray]) -> np.ndarray | None:
-    """The transform recorded for a latent's name: exact key, else same file stem (photo_face0_aligned
-    matches photo_face0_aligned.png, 0001.jpg matches 0001.png)."""
-    if name in transforms:
-        return transforms[name]
-    stem = Path(name).stem
-    for key, value in transforms.items():
-        if Path(key).stem in (name, stem):
-            return value
-    return None
-
-
-def transforms_from_invert_record(latent_file: Path) -> dict[str, np.ndarray]:
-    """Transforms an `invert.json` beside the latents records, if any: entries with an
-    'inverse_transform', named by their 'name' or the 'latent'/'aligned' file they mention, or an
-    'alignment'/'transforms' file it points to. Empty when there is none."""
-    from .align import inverse_matrix
-
-    record = latent_file.parent / "invert.json"
-    if not record.is_file():
-        return {}
-    try:
-        data = json.loads(record.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    found: dict[str, np.ndarray] = {}
-
-    def visit(node):
-        if isinstance(node, dict):
-            if "inverse_transform" in node:
-                try:
-                    matrix = inverse_matrix(node["inverse_transform"], str(record))
-                except SgtoolError:
-                    matrix = None
-                if matrix is not None:
-                    for key in ("name", "latent", "aligned"):
-                        if isinstance(node.get(key), str):
-                            label = Path(node[key]).name
-                            found.setdefault(label.removesuffix(".npy").removesuffix("_latent"), matrix)
-                            found.setdefault(label, matrix)
-            for key in ("alignment", "transforms"):
-                if isinstance(node.get(key), str):
-                    target = Path(node[key])
-                    target = target if target.is_absolute() else record.parent / target
-                    if target.is_file():
-                        try:
-                            for name, matrix in load_transforms(target).items():
-                                found.setdefault(name, matrix)
-                        except SgtoolError:
-                            pass
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(data)
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
-# Grids and animations
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def labelled_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str]) -> np.ndarray:
-    """Tile uint8 HWC images (rows x columns) under a header band with one label per column."""
-    height, width = rows[0][0].shape[:2]
-    font_size = max(10, width // 14)
-    header = font_size + 8
-    canvas = Image.new("RGB", (width * len(labels), header + height * len(rows)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    font = _font(font_size)
-    for col, label in enumerate(labels):
-        text = label
-        while len(text) > 1 and draw.textlength(text, font=font) > width - 4:
-            text = text[:-1]
-        offset = (width - draw.textlength(text, font=font)) / 2
-        draw.text((col * width + offset, 4), text, fill=(0, 0, 0), font=font)
-    for r, row in enumerate(rows):
-        for col, image in enumerate(row):
-            canvas.paste(Image.fromarray(image), (col * width, header + r * height))
-    return np.asarray(canvas)
-
-
-def write_mp4(frames: Sequence[np.ndarray], path, fps: float = 8.0) -> Path:
-    """uint8 HWC frames -> H.264 mp4 (imageio-ffmpeg), written atomically."""
-    import imageio.v2 as imageio
-
-    with atomic_path(path) as tmp:
-        writer = imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    quality=8, macro_block_size=16, ffmpeg_log_level="error")
-        try:
-            for frame in frames:
-                writer.append_data(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Edit requests
-
-
-@dataclass
-class EditRequest:
-    """What to do to every input latent; build with `prepare_request`."""
-
-    edits: list[Edit] = field(default_factory=list)
-    style_edits: list[StyleEdit] = field(default_factory=list)
-    layers: list[int] | None = None
-    mode: str = "auto"
-    sweep_name: str | None = None
-    sweep_strengths: np.ndarray | None = None
-    sweep_direction: Edit | None = None  # direction sweeps
-    sweep_style: StyleEdit | None = None  # style-channel sweeps (LAYER:CHANNEL)
-    style_scale: list[torch.Tensor] | None = None  # per-channel unit of style edits (std), None = raw
-    noise_mode: str = "const"
-
-    @property
-    def label(self) -> str:
-        return edit_label(list(self.edits) + list(self.style_edits))
-
-
-def resolve_edit(generator, edit: Edit, registry: DirectionRegistry, extra: dict, hint: str) -> Edit:
-    direction, path = resolve_direction(edit.name, generator, registry, extra, hint)
-    return Edit(edit.name, edit.strength, direction, str(path))
-
-
-def prepare_edits(generator, texts: Sequence[str], registry: DirectionRegistry, extra: dict | None = None,
-                  hint: str = "") -> list[Edit]:
-    """['age=+2', 'smile=-1'] -> resolved Edits (directions loaded and checked against the generator)."""
-    return [resolve_edit(generator, parse_edit(text), registry, extra or {}, hint) for text in texts]
-
-
-def prepare_request(generator, registry: DirectionRegistry, edits: Sequence[str] = (), styles: Sequence[str] = (),
-                    directions: Sequence[str] = (), sweep: str | None = None, layers: Sequence[int] | None = None,
-                    mode: str = "auto", style_units: str = "std", style_std_samples: int = 2000,
-                    noise_mode: str = "const", hint: str = "") -> EditRequest:
-    """Parse and resolve everything (directions loaded, layers and shapes checked) before rendering:
-    bad input fails here, with nothing written."""
-    if mode not in ("auto", "w", "wplus"):
-        raise SgtoolError(f"--mode must be auto, w or wplus, got {mode!r}")
-    if style_units not in ("std", "raw"):
-        raise SgtoolError(f"style_units must be std or raw, got {style_units!r}")
-    if noise_mode not in ("const", "random", "none"):
-        raise SgtoolError(f"noise_mode must be const, random or none, got {noise_mode!r}")
-    extra = dict(parse_named_file(text) for text in directions)
-    layer_list = list(layers) if layers is not None else None
-    if layer_list is not None:
-        bad = [i for i in layer_list if not 0 <= i < generator.num_ws]
-        if bad:
-            raise SgtoolError(f"--layers {bad[0]} is out of range: this generator has style inputs "
-                              f"0-{generator.num_ws - 1}")
-    resolved = prepare_edits(generator, edits, registry, extra, hint)
-    names = [e.name for e in resolved]
-    if len(set(names)) != len(names):
-        raise SgtoolError(f"--edit names a direction twice ({', '.join(names)}); give each once")
-    s_layers = style_layers(generator)
-    style_edits = [resolve_style_edit(parse_style(text), s_layers) for text in styles]
-    request = EditRequest(edits=resolved, style_edits=style_edits, layers=layer_list, mode=mode,
-                          noise_mode=noise_mode)
-    if sweep:
-        name, strengths = parse_sweep(sweep)
-        request.sweep_name, request.sweep_strengths = name, strengths
-        if ":" in name:
-            request.sweep_style = resolve_style_edit(parse_style(f"{name}=0"), s_layers)
-        else:
-            if name in names:
-                raise SgtoolError(f"--sweep {name} also appears in --edit; sweep it or edit it, not both")
-            request.sweep_direction = resolve_edit(generator, Edit(name, 0.0), registry, extra, hint)
-    if style_units == "std" and (style_edits or request.sweep_style):
-        request.style_scale = style_std(generator, style_std_samples)
-    # Catch shape/mode mismatches before any rendering starts.
-    probe = torch.zeros([generator.num_ws, generator.w_dim])
-    checks = [Edit(e.name, 1.0, e.direction, e.source) for e in resolved]
-    if request.sweep_direction is not None:
-        checks.append(Edit(name, 1.0, request.sweep_direction.direction, request.sweep_direction.source))
-    apply_edits(probe, checks, layer_list, mode)
-    return request
-
-
-@torch.no_grad()
-def edit_and_render(generator, ws: torch.Tensor, edits: Sequence[Edit], style_edits: Sequence[StyleEdit],
-                    request: EditRequest, transform=None):
-    """ws [N, num_ws, w_dim] -> (images [N, 3, R, R], edited ws, edited styles or None)."""
-    edited = apply_edits(ws, edits, request.layers, request.mode)
-    transform = check_transform(generator, transform)
-    if not any(e.strength != 0 for e in style_edits):
-        return render(generator, edited, transform, request.noise_mode), edited, None
-    styles, _ = capture_styles(generator, edited, transform, request.noise_mode)
-    styles = apply_style_edits(styles, style_edits, request.style_scale)
-    return render_styles(generator, styles, transform, request.noise_mode), edited, styles
-
-
-def _save_styles(generator, styles, path) -> Path:
-    arrays = {f"{layer.index:02d}_{layer.name}": styles[layer.index][0].cpu().numpy()
-              for layer in style_layers(generator)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    return Path(path)
-
-
-def _edit_records(edits: Sequence[Edit], style_edits: Sequence[StyleEdit], request: EditRequest) -> dict:
-    return {"edits": [{"name": e.name, "strength": e.strength, "direction": e.source} for e in edits],
-            "style_edits": [{"layer": e.index, "channel": e.channel, "strength": e.strength,
-                             "units": "std" if request.style_scale is not None else "raw"} for e in style_edits]}
-
-
-@dataclass
-class EditOutcome:
-    items: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    grid: str | None = None
-    animations: list[str] = field(default_factory=list)
-
-
-def run_edits(generator, inputs: Sequence[Path], request: EditRequest, outdir: Path,
-              transforms: dict[str, np.ndarray] | None = None, use_invert_records: bool = True,
-              aligned: bool = False, step: int = -1, animate: bool = False, fps: float = 8.0,
-              batch_size: int = 8, on_item: Callable[[str], None] | None = None) -> EditOutcome:
-    """Edit every latent of every input file; a bad file or entry is recorded and the batch goes on."""
-    outdir = Path(outdir)
-    outcome = EditOutcome()
-    sweep_rows: list[list[np.ndarray]] = []
-    single = bool(request.edits or request.style_edits)
-    device = _device(generator)
-    for path in inputs:
-        path = Path(path)
-        try:
-            latents = load_latents(path, generator.num_ws, generator.w_dim, step)
-        except SgtoolError as exc:
-            outcome.failures.append({"input": str(path), "error": str(exc)})
-            if on_item:
-                on_item(str(path))
-            continue
-        known = dict(transforms) if transforms is not None else None
-        if known is None and use_invert_records and not aligned:
-            known = transforms_from_invert_record(path) or None
-        for name, latent in latents.items():
-            try:
-                transform = None
-                if not aligned and known is not None:
-                    transform = match_transform(name, known)
-                    if transform is None and transforms is not None:
-                        raise SgtoolError(f"no landmarks transform for {name!r} in the --transforms file "
-                                          f"(it has {', '.join(list(known)[:3])}{' ...' if len(known) > 3 else ''});"
-                                          " pass --aligned to render the aligned view")
-                check_transform(generator, transform)
-                ws = torch.from_numpy(latent).to(device).unsqueeze(0)
-                record = {"input": str(path), "name": name,
-                          "transform": transform.tolist() if transform is not None else None}
-                if single:
-                    record.update(_write_single(generator, ws, name, request, outdir, transform))
-                if request.sweep_strengths is not None:
-                    row = _sweep_row(generator, ws, request, transform, batch_size)
-                    sweep_rows.append(row)
-                    if animate:
-                        video = outdir / f"{output_stem(name)}_{_sweep_tag(request)}.mp4"
-                        outcome.animations.append(str(write_mp4(row, video, fps)))
-                        record["animation"] = str(video)
-                outcome.items.append(record)
-            except SgtoolError as exc:
-                outcome.failures.append({"input": str(path), "name": name, "error": str(exc)})
-            if on_item:
-                on_item(f"{path}:{name}")
-    if sweep_rows:
-        labels = [f"{request.sweep_name}={format_strength(s)}" for s in request.sweep_strengths]
-        grid = labelled_grid(sweep_rows, labels)
-        outcome.grid = str(save_image(grid, outdir / f"{_sweep_tag(request)}.png"))
-    return outcome
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def output_stem(name: str) -> str:
-    """A latent's name as a file-name stem: stylegan3-editing keys are image file names ('0001.jpg')."""
-    stem = name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in _IMAGE_SUFFIXES else name
+def output_stem(key: str) -> str:
+    """A stylegan3-editing dict key (an image file name such as '0001.jpg') as a file-name stem."""
+    stem = key[: -len(Path(key).suffix)] if Path(key).suffix.lower() in IMAGE_SUFFIXES else key
     return stem.replace("/", "_").replace("\\", "_") or "latent"
 
 
-def _sweep_tag(request: EditRequest) -> str:
-    base = f"sweep_{request.sweep_name.replace(':', 'c')}"
-    return f"{base}_{request.label}" if request.label else base
+class _LatentFileEditor:
+    """Edits one latent file per call (a Batch item): its images, latents, sweep rows and animations."""
 
+    def __init__(self, generator, request: EditRequest, plan: EditPlan, item_names: set[str]):
+        self.generator, self.request, self.settings = generator, request, plan.settings
+        self.transforms = plan.transforms
+        self.item_names = item_names
+        self.outdir = Path(plan.settings.outdir)
+        self.rows: list[list[np.ndarray]] = []
+        self.animations: list[str] = []
+        self._entry_stems: set[str] = set()
+        self._beside: dict[Path, TransformTable | None] = {}  # invert.json per folder, read once
 
-def _write_single(generator, ws, name, request, outdir, transform) -> dict:
-    images, edited, styles = edit_and_render(generator, ws, request.edits, request.style_edits, request, transform)
-    stem = f"{output_stem(name)}_{request.label}"
-    record = {"image": str(save_image(to_uint8(images)[0], outdir / f"{stem}.png"))}
-    record.update(_edit_records(request.edits, request.style_edits, request))
-    if styles is None:
-        record["latent"] = str(save_npy(edited[0].cpu().numpy().astype(np.float32), outdir / f"{stem}.npy"))
-    else:
-        # W+ cannot express a style-channel edit: keep the edited S instead.
-        record["styles"] = str(_save_styles(generator, styles, outdir / f"{stem}_styles.npz"))
-    return record
+    def __call__(self, item: Item) -> dict | Result:
+        G = self.generator
+        latents = load_latents(item.source, G.num_ws, G.w_dim, self.settings.step)
+        if list(latents) == [latent_stem(item.source)]:  # one NAME_latent.npy: named as its batch item
+            entries = [(item.name, None, latents[latent_stem(item.source)])]
+        else:
+            entries = [(output_stem(key), key, latent) for key, latent in latents.items()]
+        records, outputs, errors = [], [], []
+        for stem, key, latent in entries:
+            try:
+                record = self._edit(item, stem, key, latent)
+            except SgtoolError as exc:
+                errors.append(str(exc) if key is None else f"{key}: {exc}")
+                records.append({"name": stem, "key": key, "error": str(exc)})
+                continue
+            outputs += record.pop("outputs")
+            records.append(record)
+        if len(errors) == len(entries):
+            raise SgtoolError(errors[0] if len(errors) == 1 else f"every latent failed, first {errors[0]}")
+        if errors:
+            return Result(item, "failed", outputs, "; ".join(errors), {"entries": records})
+        return {"outputs": outputs, "entries": records}
 
+    def _edit(self, item: Item, stem: str, key: str | None, latent: np.ndarray) -> dict:
+        if key is not None:
+            if stem in self._entry_stems or (stem in self.item_names and stem != item.name):
+                raise SgtoolError(f"another input is also named {stem!r}, so their outputs would overwrite each "
+                                  "other; edit them into different --outdir folders")
+            self._entry_stems.add(stem)
+        request, settings = self.request, self.settings
+        transform = self._transform(item, key)
+        ws = torch.from_numpy(latent).to(device_of(self.generator))[None]
+        record: dict = {"name": stem, **({"key": key} if key is not None else {}),
+                        "transform": transform.tolist() if transform is not None else None}
+        outputs: list[str] = []
+        if request.edits or request.style_edits:
+            written = self._write_edited(ws, stem, transform)
+            record.update(written)
+            outputs += written.values()
+        if request.sweep_strengths is not None:
+            row = sweep_row(self.generator, ws, request, transform, settings.batch_size)
+            self.rows.append(row)
+            if settings.animate:
+                video = str(write_animation(row, self.outdir / f"{stem}_{sweep_tag(request)}.mp4", settings.fps))
+                self.animations.append(video)
+                record["animation"] = video
+                outputs.append(video)
+        return {**record, "outputs": outputs}
 
-def _sweep_row(generator, ws, request: EditRequest, transform, batch_size: int) -> list[np.ndarray]:
-    """One image per sweep strength, each with the base edits plus the swept one."""
-    strengths = [float(s) for s in request.sweep_strengths]
-    row = []
-    if request.sweep_direction is not None:
-        for start in range(0, len(strengths), batch_size):
-            edited = torch.cat([apply_edits(ws, [*request.edits, replace(request.sweep_direction, strength=s)],
-                                            request.layers, request.mode)
-                                for s in strengths[start:start + batch_size]])
-            images, _, _ = edit_and_render(generator, edited, [], request.style_edits, request, transform)
-            row.extend(to_uint8(images))
-    else:
-        for s in strengths:
-            styles = [*request.style_edits, replace(request.sweep_style, strength=s)]
-            images, _, _ = edit_and_render(generator, ws, request.edits, styles, request, transform)
-            row.extend(to_uint8(images))
-    return row
+    def _transform(self, item: Item, key: str | None) -> np.ndarray | None:
+        """inv(T) to render the unaligned view: from --transforms (required), else the invert.json beside the
+        latents (when it has one); StyleGAN2 and --aligned render aligned."""
+        if self.settings.aligned or self.generator.kind != "stylegan3":
+            return None
+        name = key if key is not None else item.source
+        if self.transforms is not None:
+            return self.transforms.require(name)
+        folder = item.source.parent
+        if folder not in self._beside:
+            self._beside[folder] = TransformTable.beside(item.source)
+        table = self._beside[folder]
+        return table.find(name) if table is not None else None
 
+    def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
+        request = self.request
+        images, edited, styles = edit_and_render(self.generator, ws, request.edits, request.style_edits, request,
+                                                 transform)
+        base = self.outdir / f"{stem}_{request.label}"
+        written = {"image": str(save_image(to_uint8(images)[0], f"{base}.png"))}
+        if styles is None:
+            written["latent"] = str(save_npy(edited[0].cpu().numpy().astype(np.float32), f"{base}.npy"))
+        else:  # W+ cannot express a style-channel edit: keep the edited S instead
+            written["styles"] = str(self._save_styles(styles, f"{base}_styles.npz"))
+        return written
 
-# ---------------------------------------------------------------------------------------------
-# SeFa discovery and boundary training
-
-
-def discover_sefa(generator, outdir: Path, top: int = 10, layers: Sequence[int] | None = None,
-                  preview_ws: torch.Tensor | None = None, preview_strengths: np.ndarray | None = None,
-                  transform=None, noise_mode: str = "const") -> dict:
-    """Write sefa_00.npy ... ([1, w_dim] unit directions, strongest first), sefa.json and a preview grid
-    (rows = directions, columns = strengths applied to `preview_ws` on the chosen layers)."""
-    outdir = Path(outdir)
-    directions, eigenvalues, names = sefa_directions(generator, layers, top)
-    files = [str(save_npy(d[None].astype(np.float32), outdir / f"sefa_{k:02d}.npy")) for k, d in enumerate(directions)]
-    summary = {"method": "sefa", "layers": list(layers) if layers is not None else None, "style_layers": names,
-               "eigenvalues": eigenvalues.tolist(), "directions": files}
-    if preview_ws is not None:
-        strengths = preview_strengths if preview_strengths is not None else np.linspace(-5, 5, 5)
-        rows = []
-        for k, direction in enumerate(directions):
-            edited = torch.cat([apply_edits(preview_ws, [Edit(f"sefa{k}", float(s), direction[None])], layers)
-                                for s in strengths])
-            rows.append(list(to_uint8(render(generator, edited, transform, noise_mode))))
-        grid = labelled_grid(rows, [f"{format_strength(s)}" for s in strengths])
-        summary["preview"] = str(save_image(grid, outdir / "sefa_preview.png"))
-        summary["preview_strengths"] = [float(s) for s in strengths]
-    return summary
-
-
-def train_boundary_from_csv(csv_path: Path, outdir: Path, name: str | None = None, num_ws: int | None = None,
-                            w_dim: int | None = None, ratio: float = 0.02, split: float = 0.7, seed: int = 0,
-                            space: str = "w") -> dict:
-    """scores CSV -> NAME_boundary.npy ([1, w_dim], or [num_ws, w_dim] for space wplus) and its record."""
-    latents, scores, latent_shape = read_scores_csv(csv_path, num_ws, w_dim, space)
-    result = train_boundary(latents, scores, ratio, split, seed)
-    normal = result.normal.reshape(latent_shape) if space == "wplus" else result.normal[None]
-    name = name or Path(csv_path).stem
-    path = save_npy(normal.astype(np.float32), Path(outdir) / f"{name}_boundary.npy")
-    return {"boundary": str(path), "name": name, "space": space, "samples": result.num_samples,
-            "train_per_class": result.train_per_class, "val_per_class": result.val_per_class,
-            "val_accuracy": result.val_accuracy, "remaining_accuracy": result.remaining_accuracy,
-            "ratio": ratio, "split": split, "seed": seed, "scores": str(csv_path)}
+    def _save_styles(self, styles, path) -> Path:
+        arrays = {f"{layer.index:02d}_{layer.name}": styles[layer.index][0].cpu().numpy()
+                  for layer in style_layers(self.generator)}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return Path(path)

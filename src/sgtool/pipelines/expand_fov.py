@@ -1,20 +1,33 @@
-"""Render beyond the original frame with StyleGAN3's translatable Fourier-feature input.
+"""`sgtool expand-fov`: render beyond the original frame with StyleGAN3's translatable Fourier-feature input.
 
 The generator is rendered several times with its input transform shifted by whole output
 pixels; each render is a window of one larger, consistent picture (StyleGAN3 is translation
 equivariant). The windows are placed on a canvas and blended with smooth weights; the centre
 window is the plain render and is kept exactly.
+
+`run_expand_fov` takes latent files and photos (inverted first) through the batch runner, or one
+clip through the video stages (`video.fov`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import SgtoolError
+from ..latents import latent_stem, load_latents
+from ..progress import SILENT, Reporter
+from ..settings import ExpandFovSettings
+from ..utils.batch import Shard
+from ..utils.io import save_image, save_npy
+from .batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, VIDEO_SUFFIXES, Batch, Item, collect
+from .edit import output_stem, prepare_edits
+from .transforms import TransformTable
 
 MAX_CANVAS_FACTOR = 2  # beyond 2x the resolution per direction the generator's content falls apart
 
@@ -41,6 +54,11 @@ class Margins:
 class Tile:
     offset: tuple[int, int]  # (dx, dy): this render shows the base picture shifted by offset pixels
     transform: torch.Tensor  # [3, 3] input transform for this render
+
+
+def require_stylegan3(generator) -> None:
+    if generator.kind != "stylegan3":
+        raise SgtoolError("expand-fov needs a StyleGAN3 generator: StyleGAN2 has no input transform to translate")
 
 
 def translation_matrix(dx_pixels: float, dy_pixels: float, resolution: int) -> torch.Tensor:
@@ -125,8 +143,7 @@ def expand_fov(generator, ws: torch.Tensor, margins: Margins, base_transform: to
     Returns (canvas [3, H, W] float tensor in the generator's range, tiles). `base_transform` is
     the input transform of the unexpanded render (identity, or inv(T) for an unaligned crop).
     """
-    if generator.kind != "stylegan3":
-        raise SgtoolError("expand-fov needs a StyleGAN3 generator: StyleGAN2 has no input transform to translate")
+    require_stylegan3(generator)
     if ws.ndim == 2:
         ws = ws[None]
     resolution = generator.img_resolution
@@ -142,23 +159,40 @@ def expand_fov(generator, ws: torch.Tensor, margins: Margins, base_transform: to
     return torch.from_numpy(canvas).permute(2, 0, 1).to(torch.float32), tiles
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `sgtool expand-fov` run
+
+
+def run_expand_fov(paths, settings: ExpandFovSettings, shard: Shard | None = None, reporter: Reporter = SILENT,
+                   finder=None) -> dict:
+    """Expand latent files and photos (a batch: expand_fov.json), or one clip (fov.mp4); returns the summary."""
+    inputs = collect(paths, IMAGE_SUFFIXES | LATENT_SUFFIXES | VIDEO_SUFFIXES, "photo, latent or video")
+    if any(path.suffix.lower() in VIDEO_SUFFIXES for path in inputs):
+        if len(inputs) != 1:
+            raise SgtoolError("give one video alone to expand-fov (without photos, latents or other videos)")
+        if shard is not None:
+            raise SgtoolError("--shard splits batches of photos or latents; a video is expanded as one job")
+        from .video.fov import expand_video
+
+        return expand_video(inputs[0], settings, reporter, finder)
+    return expand_batch(inputs, settings, shard, reporter)
+
+
 @dataclass
 class FovSource:
-    """One thing to expand: a name, its W+ latent and the input transform of its plain render."""
+    """One thing to expand: its output name, its W+ latent and the input transform of its plain render."""
 
     name: str
     ws: torch.Tensor  # [num_ws, w_dim]
     base_transform: torch.Tensor | None = None
-    origin: str = ""  # the input file it came from (batch manifests)
+    key: str | None = None  # its key in a stylegan3-editing latents dict
 
 
 def write_expanded(generator, source: FovSource, margins: Margins, outdir, overlap: float = 0.5,
                    feather: int | None = None, on_tile=None) -> dict:
     """Expand one latent and write NAME_fov.png plus NAME_fov.npy (the tile transforms, [n_tiles, 3, 3])."""
-    from pathlib import Path
-
-    from ..utils.io import save_image, save_npy
-
     outdir = Path(outdir)
     device = next(generator.parameters()).device
     canvas, tiles = expand_fov(generator, source.ws.to(device), margins, source.base_transform, overlap, feather,
@@ -166,68 +200,113 @@ def write_expanded(generator, source: FovSource, margins: Margins, outdir, overl
     image_path = save_image(canvas, outdir / f"{source.name}_fov.png")
     transforms = np.stack([t.transform.numpy() for t in tiles]).astype(np.float32)
     transforms_path = save_npy(transforms, outdir / f"{source.name}_fov.npy")
-    return {"name": source.name, "image": str(image_path), "tile_transforms": str(transforms_path),
-            "tile_offsets": [list(t.offset) for t in tiles], "size": [int(canvas.shape[2]), int(canvas.shape[1])],
-            "unaligned": source.base_transform is not None}
+    return {"name": source.name, **({"key": source.key} if source.key else {}), "image": str(image_path),
+            "tile_transforms": str(transforms_path), "tile_offsets": [list(t.offset) for t in tiles],
+            "size": [int(canvas.shape[2]), int(canvas.shape[1])], "unaligned": source.base_transform is not None}
 
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+def _input_stem(path: Path) -> str:
+    return latent_stem(path) if path.suffix.lower() in LATENT_SUFFIXES else path.stem
 
 
-def expand_video(source, outdir, encoder, settings, margins: Margins, network=None, reporter=None,
-                 overlap: float = 0.5, feather: int | None = None) -> dict:
-    """Expand every frame of a clip: the video pipeline's cached tracking, alignment, inversion,
-    smoothing (and tuning) in `outdir` are reused; each frame's smoothed latent is rendered with
-    its smoothed landmarks transform on the wider canvas; edits (with their ramp) apply first.
-    Writes `outdir/fov.mp4` (source fps, audio kept)."""
-    import os
-    from pathlib import Path
+def expand_batch(inputs: list[Path], settings: ExpandFovSettings, shard: Shard | None = None,
+                 reporter: Reporter = SILENT) -> dict:
+    """Expand latent files and photos into `settings.outdir`; photos are inverted first (their latents go
+    to OUTDIR/inversion/) and expanded through their own alignment's transform."""
+    from .invert import check_method, invert_faces, load_models, prepare_face, projection_lpips
 
-    from ..editing.directions import apply_edits
-    from ..utils.io import to_uint8, write_json
-    from .video import VideoPipeline
-    from .video_io import VideoWriter, mux_audio
+    margins = Margins(*settings.margins())
+    if margins == Margins():
+        raise SgtoolError("nothing to expand: give --left/--right/--top/--bottom or --all in pixels")
+    photos = [p for p in inputs if p.suffix.lower() in IMAGE_SUFFIXES]
+    if settings.latent is not None and (len(photos) != 1 or len(inputs) != 1):
+        raise SgtoolError("--latent is the latent of one photo input: give that photo alone (latent files are "
+                          "inputs themselves)")
+    invert = bool(photos) and settings.latent is None
+    device = resolve_device(settings.device)
+    if invert and settings.invert.method != "optimize" and not settings.encoder:
+        raise SgtoolError("a photo is inverted first: pass --encoder (a ReStyle checkpoint or registry name), or "
+                          "--method optimize with --network")
+    encoder, generator = load_models(settings.encoder, settings.network, device, need="expand-fov")
+    if invert:
+        check_method(settings.invert.method, encoder)
+    require_stylegan3(generator)
+    margins.check(generator.img_resolution)
+    expander = _Expander(generator, settings, margins, reporter)
+    batch = Batch("expand-fov", inputs, settings.outdir, shard, reporter, stem=_input_stem)
+    expander.item_names = {item.name for item in batch.all_items}
+    lpips_model = projection_lpips(settings.invert, device) if invert else None
 
-    pipe = VideoPipeline(source, outdir, encoder, settings, network=network, reporter=reporter)
-    track = pipe.track()
-    alignment, align_key = pipe.align(track, pipe.track_key())
-    frames = len(alignment.found)
-    raw, invert_key = pipe.invert(frames, align_key)
-    latents, smooth_key = pipe.smooth_latents(raw, invert_key)
-    generator = pipe.tune(latents, alignment, smooth_key)
-    if generator.kind != "stylegan3":
-        raise SgtoolError("expand-fov needs a StyleGAN3 generator: StyleGAN2 has no input transform to translate")
-    resolution = generator.img_resolution
-    margins.check(resolution)
-    edits = pipe.prepare_edits(generator)
-    width, height = resolution + margins.left + margins.right, resolution + margins.top + margins.bottom
-    out_path = Path(outdir) / "fov.mp4"
-    writer = VideoWriter(out_path.with_name(".fov.video.mp4"), width, height, pipe.fps, crf=settings.crf,
-                         preset=settings.preset)
-    device = next(generator.parameters()).device
-    try:
-        pipe.reporter.start("expand frames", frames)
-        for t in range(frames):
-            ws = torch.from_numpy(np.array(latents[t], dtype=np.float32))[None]
-            if edits:
-                ws = ws + pipe.ramp(t) * (apply_edits(ws, edits, settings.edit_layers) - ws)
-            base = torch.from_numpy(alignment.inverse_transform[t].astype(np.float32))
-            canvas, _ = expand_fov(generator, ws.to(device), margins, base, overlap, feather)
-            writer.write(to_uint8(canvas))
-            pipe.reporter.advance()
-        pipe.reporter.finish()
-        writer.close()
-    except BaseException:
-        writer.close(ok=False)
-        raise
-    audio = None
-    if pipe.info.has_audio:
-        audio = mux_audio(writer.path, source, out_path, settings.start, frames / float(pipe.fps))
-        writer.path.unlink(missing_ok=True)
-    else:
-        os.replace(writer.path, out_path)
-    record = {"source": str(source), "video": str(out_path), "frames": frames, "fps": float(pipe.fps),
-              "size": [width, height], "margins": vars(margins), "audio": audio,
-              "edits": [{"name": e.name, "strength": e.strength} for e in edits], "stages": pipe.stages}
-    write_json(record, Path(outdir) / "expand_fov_video.json")
-    return record
+    def prepare(item: Item):
+        if item.source.suffix.lower() in IMAGE_SUFFIXES and invert:
+            return prepare_face(item.source, settings.invert, generator)
+        latents = load_latents(settings.latent or item.source, generator.num_ws, generator.w_dim)
+        if settings.latent is not None:  # the photo names the latent and finds its transform
+            return [(item.name, None, next(iter(latents.values())), str(item.source))]
+        if list(latents) == [latent_stem(item.source)]:
+            return [(item.name, None, latents[latent_stem(item.source)], str(item.source))]
+        return [(output_stem(key), key, latent, key) for key, latent in latents.items()]
+
+    def process(chunk: list[tuple[Item, object]]) -> list[dict]:
+        faces = [(item, face) for item, face in chunk if not isinstance(face, list)]
+        inverted = dict(zip([item for item, _ in faces], invert_faces([face for _, face in faces], settings.invert,
+                                                                      encoder, generator, lpips_model)
+                            if faces else []))
+        records = []
+        for item, prepared in chunk:
+            if item in inverted:
+                latent = inverted[item].latents.to(torch.float32)
+                saved = save_npy(latent.numpy(), Path(settings.outdir) / "inversion" / f"{item.name}_latent.npy")
+                base = prepared.inverse_transform
+                sources = [FovSource(item.name, latent, torch.from_numpy(base) if base is not None else None)]
+                records.append(expander.expand(sources, [str(saved)]))
+            else:
+                records.append(expander.expand([expander.source(item, *entry) for entry in prepared]))
+        return records
+
+    report = batch.run_chunks(prepare, process, settings.invert.batch_size if invert else 1)
+    summary = report.write("expand_fov.json", settings.record(), margins=vars(margins),
+                           edits=expander.edit_records())
+    return {**summary, "exit_code": report.exit_code}
+
+
+class _Expander:
+    """Edits (when asked) and expands the latents of one batch item; names must stay unique in the batch."""
+
+    def __init__(self, generator, settings: ExpandFovSettings, margins: Margins, reporter: Reporter):
+        from ..editing.directions import generator_hint
+
+        self.generator, self.settings, self.margins, self.reporter = generator, settings, margins, reporter
+        self.request = prepare_edits(generator, settings, generator_hint(settings.network or settings.encoder,
+                                                                          generator)) if settings.edits else None
+        self.transforms = TransformTable.read(settings.transforms) if settings.transforms else None
+        self.item_names: set[str] = set()
+        self._entry_names: set[str] = set()
+
+    def source(self, item: Item, name: str, key: str | None, latent: np.ndarray, lookup: str) -> FovSource:
+        if key is not None:
+            if name in self._entry_names or (name in self.item_names and name != item.name):
+                raise SgtoolError(f"another input is also named {name!r}, so their outputs would overwrite each "
+                                  "other; expand them into different --outdir folders")
+            self._entry_names.add(name)
+        table = self.transforms if self.transforms is not None else TransformTable.beside(item.source)
+        matrix = None
+        if table is not None:
+            matrix = table.require(lookup) if self.transforms is not None else table.find(lookup)
+        base = torch.from_numpy(matrix.astype(np.float32)) if matrix is not None else None
+        return FovSource(name, torch.from_numpy(latent), base, key)
+
+    def expand(self, sources: list[FovSource], outputs: list[str] | None = None) -> dict:
+        settings, entries, outputs = self.settings, [], list(outputs or [])
+        for source in sources:
+            if self.request is not None:
+                source = FovSource(f"{source.name}_{self.request.label}", self.request.apply(source.ws),
+                                   source.base_transform, source.key)
+            record = write_expanded(self.generator, source, self.margins, settings.outdir, settings.overlap,
+                                    settings.feather)
+            outputs += [record["image"], record["tile_transforms"]]
+            entries.append(record)
+        return {"outputs": outputs, "entries": entries}
+
+    def edit_records(self) -> list[dict]:
+        return self.request.records()["edits"] if self.request is not None else []

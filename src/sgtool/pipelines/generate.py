@@ -1,17 +1,31 @@
-"""Seeds -> images, with NVIDIA's gen_images conventions (seeded z, truncation, input transform)."""
+"""Seeds -> images, with NVIDIA's gen_images conventions (seeded z, truncation, input transform).
+
+    summary = generate_images(GenerateSettings(network="stylegan3-r-ffhq-1024", seeds="0-99999"))
+
+Seeds are read as lazy ranges and images rendered and written one at a time (grid.png keeps only
+the first `grid_max`), so a long range holds one image and a small record per seed in memory.
+"""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import SgtoolError
 from ..geometry import input_transform
-from ..utils.io import save_image, save_npy, to_uint8
+from ..progress import SILENT, Reporter
+from ..settings import GenerateSettings
+from ..settings.commands import SEED_LIMIT
+from ..utils.io import image_grid, save_image, save_npy, to_uint8, write_json
+from ..utils.parsing import seed_ranges
+from .render import device_of, render
+
+GRID_COLUMNS = 8
 
 
 def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
@@ -49,25 +63,25 @@ def transform_for(generator, rotate: float = 0.0, translate=(0.0, 0.0)) -> torch
     return torch.from_numpy(input_transform(translate, rotate)).to(torch.float32)
 
 
-@torch.no_grad()
-def render_seeds(generator, seeds: Sequence[int], truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+def render_seeds(generator, seeds: Iterable[int], truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                  class_idx: int | None = None, noise_mode: str = "const", rotate: float = 0.0,
-                 translate=(0.0, 0.0), on_image: Callable[[Rendered], None] | None = None) -> list[Rendered]:
-    """Render one image per seed: synthesis(mapping(z_seed)). `on_image` is called after each."""
-    device = next(generator.parameters()).device
-    c = class_label(generator, class_idx, device)
+                 translate=(0.0, 0.0)) -> Iterator[Rendered]:
+    """One image per seed, synthesis(mapping(z_seed)), each rendered as the iterator reaches it.
+
+    The class and the transform are checked at the call, before any image.
+    """
+    c = class_label(generator, class_idx, device_of(generator))
     transform = transform_for(generator, rotate, translate)
-    extra = {} if transform is None else {"transform": transform.to(device)}
-    results = []
+    return _rendered(generator, seeds, c, transform, truncation_psi, truncation_cutoff, noise_mode)
+
+
+def _rendered(generator, seeds, c, transform, truncation_psi, truncation_cutoff, noise_mode) -> Iterator[Rendered]:
     for seed in seeds:
-        z = seed_to_z(seed, generator.z_dim).to(device)
-        ws = generator.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        image = generator.synthesis(ws, noise_mode=noise_mode, **extra)
-        item = Rendered(seed=seed, image=to_uint8(image)[0], ws=ws[0].cpu().numpy())
-        results.append(item)
-        if on_image is not None:
-            on_image(item)
-    return results
+        with torch.no_grad():
+            ws = generator.mapping(seed_to_z(seed, generator.z_dim).to(device_of(generator)), c,
+                                   truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        image = render(generator, ws, transform, noise_mode)
+        yield Rendered(seed=seed, image=to_uint8(image)[0], ws=ws[0].cpu().numpy())
 
 
 def write_rendered(item: Rendered, outdir: Path, save_latents: bool) -> dict:
@@ -76,3 +90,48 @@ def write_rendered(item: Rendered, outdir: Path, save_latents: bool) -> dict:
     if save_latents:
         record["latents"] = str(save_npy(item.ws.astype(np.float32), outdir / f"seed{item.seed:04d}.npy"))
     return record
+
+
+def banner_for_test_model(network: str) -> str:
+    return (f"{network} is a built-in random-weight TEST model: expect abstract patterns. Pass --network FILE.pkl "
+            "or a registry name (e.g. stylegan3-r-ffhq-1024) for real images.")
+
+
+def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, generator=None) -> dict:
+    """Render every seed of `settings.seeds` into `settings.outdir`; returns the generate.json summary.
+
+    Writes seedNNNN.png (and seedNNNN.npy with save_latents), grid.png of the first `grid_max` images
+    when there are several, and generate.json. `generator`: an already loaded network (else
+    `settings.network` is loaded).
+    """
+    from ..device import resolve_device
+    from ..models import load_generator
+
+    if generator is None:
+        generator = load_generator(settings.network, device=resolve_device(settings.device))
+    ranges = seed_ranges(settings.seeds, limit=SEED_LIMIT)
+    count = sum(len(r) for r in ranges)
+    outdir = Path(settings.outdir)
+    rendered = render_seeds(generator, itertools.chain.from_iterable(ranges), truncation_psi=settings.trunc,
+                            truncation_cutoff=settings.trunc_cutoff, class_idx=settings.class_idx,
+                            noise_mode=settings.noise_mode, rotate=settings.rotate, translate=settings.translate)
+    test_model = bool(getattr(generator, "is_test_model", False))
+    if test_model:
+        reporter.warn(banner_for_test_model(settings.network))
+    records, tiles = [], []
+    reporter.start("rendering", count)
+    try:
+        for item in rendered:
+            records.append(write_rendered(item, outdir, settings.save_latents))
+            if settings.grid and len(tiles) < settings.grid_max:
+                tiles.append(item.image)
+            reporter.advance(info=f"seed {item.seed}")
+    finally:
+        reporter.finish()
+    summary = {"command": "generate", "network": settings.network, "outdir": str(outdir),
+               "settings": settings.record(), "test_model": test_model, "count": count, "images": records}
+    if len(tiles) > 1:
+        grid = image_grid(np.stack(tiles), cols=min(GRID_COLUMNS, len(tiles)))
+        summary["grid"] = str(save_image(grid, outdir / "grid.png"))
+    write_json(summary, outdir / "generate.json")
+    return summary

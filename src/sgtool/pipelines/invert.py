@@ -217,6 +217,9 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
     (else they are loaded from the settings).
     """
     device = resolve_device(settings.device)
+    if encoder is None and settings.method != "optimize" and not settings.encoder:
+        raise SgtoolError(f"--method {settings.method} needs --encoder (a ReStyle, pSp, e4e or HyperStyle "
+                          "checkpoint or registry name)")
     if encoder is None and generator is None:
         encoder, generator = load_models(settings.encoder, settings.network, device, settings.w_encoder,
                                          need=f"--method {settings.method}")

@@ -10,40 +10,15 @@ Pixels where the mask is exactly 0 are copied from the source frame unchanged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from ..errors import SgtoolError
+from ..settings.common import Mask
 from .align import EYE_LEFT, EYE_RIGHT, MOUTH_CORNERS
 from .faces import _native_stderr_silenced
 
-
-@dataclass
-class MaskSettings:
-    """Sizes are fractions of the face size (square root of the mesh hull's area)."""
-
-    grow: float = 0.08  # dilate the hull by this much
-    forehead: float = 0.35  # stretch the hull up (eyes-from-mouth direction) by this much, for the upper head
-    feather: float = 0.08  # Gaussian feather sigma; the mask reaches 0 exactly 3 sigma outside the shape
-    selfie: bool = False  # add mediapipe's selfie (person) segmentation near the head (hair, ears)
-    selfie_reach: float = 0.6  # how far beyond the hull the selfie mask may extend
-
-    def __post_init__(self):
-        for name in ("grow", "forehead", "feather", "selfie_reach"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value <= 5):
-                raise SgtoolError(f"mask {name} must be a number between 0 and 5 (fraction of the face size), got {value!r}")
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> "MaskSettings":
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SgtoolError(f"unknown mask key(s) {', '.join(sorted(unknown))}; known: "
-                              f"{', '.join(sorted(cls.__dataclass_fields__))}")
-        return cls(**cfg)
+MaskSettings = Mask  # the name this section had before the settings models
 
 
 class SelfieSegmenter:
@@ -66,7 +41,7 @@ class SelfieSegmenter:
         self._graph.close()
 
 
-def head_polygon(landmarks: np.ndarray, settings: MaskSettings) -> tuple[np.ndarray, float]:
+def head_polygon(landmarks: np.ndarray, settings: Mask) -> tuple[np.ndarray, float]:
     """The head outline (convex polygon, source pixels) and the face size it was scaled with."""
     points = np.asarray(landmarks, dtype=np.float64)
     hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(np.float64)
@@ -82,7 +57,7 @@ def head_polygon(landmarks: np.ndarray, settings: MaskSettings) -> tuple[np.ndar
     return outline, size
 
 
-def head_mask(landmarks: np.ndarray, frame_shape: tuple[int, int], settings: MaskSettings,
+def head_mask(landmarks: np.ndarray, frame_shape: tuple[int, int], settings: Mask,
               person: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Soft mask in [0, 1] over a region of interest: (mask [h, w] float32, (y0, y1, x0, x1)).
 

@@ -11,57 +11,13 @@ pulled back or frozen, and the end frames are still smoothed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.ndimage
 
-from ..errors import SgtoolError
+from ..settings.common import Smoothing
 
-METHODS = ("gaussian", "one_euro", "none")
-ENDS = ("linear", "reflect", "nearest")
-
-
-@dataclass
-class Smoothing:
-    """How to smooth one signal over time.
-
-    gaussian: `window` taps (odd), sigma = window / 4 (the taps span +-2 sigma); window 1 = unchanged.
-    one_euro: Casiez et al.'s adaptive low-pass (min_cutoff Hz, beta, d_cutoff Hz), run forward + backward.
-    ends: the clip ends (linear = local linear fit, keeps the velocity; reflect = mirror; nearest = repeat
-    the end frame).
-    """
-
-    method: str = "gaussian"
-    window: int = 9
-    ends: str = "linear"
-    min_cutoff: float = 1.0
-    beta: float = 0.0
-    d_cutoff: float = 1.0
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise SgtoolError(f"smoothing method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.ends not in ENDS:
-            raise SgtoolError(f"smoothing ends must be one of {', '.join(ENDS)}, got {self.ends!r}")
-        if int(self.window) != self.window or self.window < 1 or self.window % 2 == 0:
-            raise SgtoolError(f"smoothing window must be an odd number of frames >= 1, got {self.window}")
-        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
-            raise SgtoolError("one-euro min_cutoff and d_cutoff must be > 0 and beta >= 0")
-        self.window = int(self.window)
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> "Smoothing":
-        cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(cfg) - known
-        if unknown:
-            raise SgtoolError(f"unknown smoothing key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        return cls(**cfg)
-
-    def record(self) -> dict:
-        return {"method": self.method, "window": self.window, "ends": self.ends, "min_cutoff": self.min_cutoff,
-                "beta": self.beta, "d_cutoff": self.d_cutoff}
+__all__ = ["Smoothing", "gaussian_kernel", "jitter", "smooth", "smooth_into"]
 
 
 def gaussian_kernel(window: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Settings of every subcommand: typed models (defaults, ranges, help), YAML and --set loading."""
 
-from .base import Checkpoint, Cli, Renamed, Settings, defaults_yaml, load_settings, read_config_file
+from .base import Checkpoint, Cli, Output, Renamed, Settings, defaults_yaml, load_settings, read_config_file
 from .commands import (COMMAND_SETTINGS, AlignSettings, ClipOptions, ConvertSettings, EditSettings,
                        ExpandFovSettings, GenerateSettings, InfoSettings, InvertSettings, PtiOptions, TuneSettings,
                        VideoSettings)
@@ -9,6 +9,6 @@ from .common import EditOptions, InversionOptions, Mask, Projector, Runtime, Smo
 __all__ = [
     "COMMAND_SETTINGS", "AlignSettings", "Checkpoint", "Cli", "ClipOptions", "ConvertSettings", "EditOptions",
     "EditSettings", "ExpandFovSettings", "GenerateSettings", "InfoSettings", "InversionOptions", "InvertSettings",
-    "Mask", "Projector", "PtiOptions", "Renamed", "Runtime", "Settings", "Smoothing", "TuneSettings",
+    "Mask", "Output", "Projector", "PtiOptions", "Renamed", "Runtime", "Settings", "Smoothing", "TuneSettings",
     "VideoSettings", "defaults_yaml", "load_settings", "read_config_file",
 ]

@@ -58,6 +58,13 @@ class Checkpoint:
     kind: str
 
 
+@dataclass(frozen=True)
+class Output:
+    """A field naming where results go (`dir` or `file`): checked to be writable before any work."""
+
+    kind: str = "dir"
+
+
 class Settings(BaseModel):
     """Base of every settings model and section: unknown keys, NaN and infinity are refused."""
 
@@ -78,8 +85,9 @@ class Settings(BaseModel):
         out = {}
         for key, value in data.items():
             new = renames.get(key, key)
-            if new in out and key != new:
-                raise ValueError(f"{key!r} is the old name of {new!r}; give only one of them")
+            if new in out:  # two keys for one field: one of them is an old name, in either order
+                old = key if key != new else next(k for k in data if renames.get(k) == new)
+                raise ValueError(f"{old!r} is the old name of {new!r}; give only one of them")
             out[new] = value
         return out
 
@@ -151,6 +159,11 @@ def is_mapping(model: type[BaseModel], name: str) -> bool:
     return inner is dict or typing.get_origin(inner) is dict
 
 
+def is_list(model: type[BaseModel], name: str) -> bool:
+    """A list field, which may also be written as a YAML mapping ({NAME: FILE} for NAME=FILE items)."""
+    return typing.get_origin(unwrap_optional(model.model_fields[name].annotation)) is list
+
+
 def choices_of(annotation) -> list[str] | None:
     inner = unwrap_optional(annotation)
     if typing.get_origin(inner) is Literal:
@@ -160,6 +173,16 @@ def choices_of(annotation) -> list[str] | None:
 
 # --------------------------------------------------------------------------------------------------
 # Reading values
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without 1.1's base-60 numbers: `-2:2:3` (a START:STOP:COUNT range) stays text, not -7323."""
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in value:
+            return "tag:yaml.org,2002:str"
+        return tag
 
 
 def read_config_file(path: str | Path, what: str = "config file") -> dict:
@@ -176,7 +199,7 @@ def read_config_file(path: str | Path, what: str = "config file") -> dict:
     except OSError as exc:
         raise SgtoolError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise SgtoolError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -193,7 +216,7 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     if not sep or not all(keys):
         raise SgtoolError(f"--set expects key=value (e.g. --set trunc=0.5 or --set tune.lr=1e-4), got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return keys, value
@@ -235,7 +258,7 @@ class _Layers:
                 target[canonical] = current
                 self._merge(section, current, value, source, path)
                 continue
-            if isinstance(value, dict) and not is_mapping(model, name) and section is None:
+            if isinstance(value, dict) and section is None and not (is_mapping(model, name) or is_list(model, name)):
                 raise SgtoolError(f"setting {'.'.join(path)!r} in {source} is a single value, not a section "
                                   f"(write {'.'.join(path)}=VALUE)")
             if is_mapping(model, name) and isinstance(value, dict) and isinstance(target.get(canonical), dict):
@@ -271,6 +294,7 @@ def load_settings(model: type[Settings], command: str | None = None, config_file
                   overrides: Iterable[str] = (), cli_values: dict | None = None) -> Settings:
     """Validate defaults, the shipped YAML, a user's file, --set items and CLI values into `model`."""
     layers = _Layers(model)
+    layers.add(model().model_dump(mode="json", by_alias=True), "the defaults")  # whole sections, not just set keys
     if command is not None:
         shipped = CONFIG_DIR / f"{command}.yaml"
         if shipped.is_file():

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from .base import Cli, Renamed, Settings
-from .common import (BackboneRef, EditOptions, EncoderRef, GeneratorRef, IndexList, InversionOptions, Mask,
-                     NoiseMode, Projector, Runtime, Smoothing, split_commas)
+from .base import Cli, Output, Renamed, Settings
+from .common import (BackboneRef, Device, EditOptions, EncoderRef, GeneratorRef, IndexList, InversionOptions,
+                     Kernels, Mask, NoiseMode, Projector, Runtime, Smoothing, checked_by, one_or_many, split_commas)
 
 SEED_LIMIT = 2 ** 32  # numpy's RandomState takes seeds below 2^32, as NVIDIA's gen_images does
 
-Outdir = Annotated[Path, Cli(short="-o")]
+Outdir = Annotated[Path, Cli(short="-o"), Output("dir")]
 
 
 def _outdir(default: str):
@@ -31,10 +30,17 @@ def _pair(value):
     return value
 
 
+def _seed_ranges(text: str):
+    from ..utils.parsing import seed_ranges
+
+    return seed_ranges(text, limit=SEED_LIMIT)
+
+
 class GenerateSettings(Runtime):
     network: Annotated[GeneratorRef, Cli(short="-n")] = Field("tiny-stylegan3-t", description="generator: "
                                                               "checkpoint, registry name or built-in test model")
-    seeds: Annotated[str, Cli()] = Field("0-7", description="seeds and ranges, e.g. 0-7,12 (each below 2^32)")
+    seeds: Annotated[str, AfterValidator(checked_by(_seed_ranges)), Cli()] = Field(
+        "0-7", description="seeds and ranges, e.g. 0-7,12 (each below 2^32)")
     trunc: Annotated[float, Cli()] = Field(1.0, ge=-10, le=10, description="truncation psi (1 = none)")
     trunc_cutoff: Annotated[int | None, Cli()] = Field(None, ge=1, description="truncate only the first N style "
                                                        "inputs (null: all)")
@@ -50,22 +56,14 @@ class GenerateSettings(Runtime):
     grid: bool = Field(True, description="also write grid.png of the first grid_max images")
     grid_max: int = Field(64, ge=1, le=1024, description="most images in grid.png")
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: str) -> str:
-        from ..errors import SgtoolError
-        from ..utils.parsing import seed_ranges
-
-        try:
-            seed_ranges(value, limit=SEED_LIMIT)
-        except SgtoolError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
 
 class InfoSettings(Runtime):
     arch: Annotated[Literal["stylegan3-t", "stylegan3-r", "stylegan2"] | None, Cli()] = Field(
         None, description="architecture preset for bare state dicts whose shapes are ambiguous")
+    device: Annotated[Device, Cli()] = Field("cpu", description="where the checkpoint is loaded: cpu, cuda, "
+                                             "cuda:N or auto")
+    kernels: Annotated[Kernels, Cli()] = Field("auto", description="op backend: auto, ref or jit; without a "
+                                               "CHECKPOINT: report the kernels built and used here with it")
 
 
 class ConvertSettings(Runtime):
@@ -73,6 +71,8 @@ class ConvertSettings(Runtime):
         None, description="target layout (null: from OUT's extension: .pkl, .pt/.pth, .safetensors)")
     verify: Annotated[bool, Cli()] = Field(True, description="load the written file back and compare a render "
                                            "(seed 0) with the source's")
+    device: Annotated[Device, Cli()] = Field("cpu", description="where the generator is loaded and checked: "
+                                             "cpu, cuda, cuda:N or auto")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,8 +91,8 @@ class AlignSettings(Settings):
                                                    "detector box is smaller than this many source pixels")
     supersample: int = Field(4, ge=1, le=8, description="warp at supersample x size, then Lanczos down (FFHQ: 4)")
     padding: bool = Field(True, description="FFHQ's blurred reflect padding where the quad leaves the image")
-    save_transforms: Annotated[Path | None, Cli()] = Field(None, description="also write stylegan3-editing's "
-                                                           "landmarks_transforms dict to this .npy")
+    save_transforms: Annotated[Path | None, Cli(), Output("file")] = Field(
+        None, description="also write stylegan3-editing's landmarks_transforms dict to this .npy")
     skip_existing: Annotated[bool, Cli()] = Field(False, description="keep faces already recorded in "
                                                   "OUTDIR/alignment.json with the same settings")
 
@@ -175,17 +175,20 @@ class PtiOptions(Settings):
         return {k: getattr(self, k) for k in PtiOptions.model_fields if k not in skip}
 
 
-class TuneInversion(InversionOptions):
-    """Inversion of photos given without --latents: PTI's own first inversion (a W projection)."""
+class TuneInversion(Settings):
+    """How photos given without --latents are inverted: by default PTI's own first inversion, a W projection
+    with PTI's schedule (lr 0.01, 600 w samples, LPIPS only, 450 steps)."""
 
     method: Annotated[Literal["encoder", "optimize", "hybrid"], Cli(short="-m")] = Field(
-        "optimize", description="encoder, optimize (PTI's W projection) or hybrid")
+        "optimize", description="encoder, optimize (PTI's W projection) or hybrid (projection from the "
+        "encoder's code)")
     space: Literal["w", "w+"] = Field("w", description="w (PTI) or w+")
     project_steps: int = Field(450, ge=1, le=100_000, description="projection steps (PTI: 450)")
     l2_weight: float = Field(0.0, ge=0, description="pixel MSE weight added to LPIPS (PTI: 0)")
     encoder_steps: int | None = Field(None, ge=1, le=100, description="encoder refinement steps (null: the "
                                       "reference inference's)")
-    projector: Projector = Field(default_factory=lambda: Projector(recipe="pti"), description="projection schedule")
+    projector: Projector = Field(default_factory=lambda: Projector(recipe="pti"), description="projection "
+                                 "schedule (recipe nvidia: NVIDIA's projector)")
 
 
 class TuneSettings(PtiOptions, Runtime):
@@ -214,13 +217,45 @@ class TuneSettings(PtiOptions, Runtime):
 # edit
 
 
+def _strength_range(value):
+    """'START:STOP:COUNT' (text) -> [START, STOP, COUNT]; lists pass through."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 3:
+            raise ValueError("must be START:STOP:COUNT, e.g. -5:5:5")
+        return [part.strip() for part in parts]
+    return value
+
+
+def _at_least_two(value: tuple[float, float, int]) -> tuple[float, float, int]:
+    if value[2] < 2:
+        raise ValueError("COUNT must be at least 2")
+    return value
+
+
+def _parse_style(text):
+    from ..editing.stylespace import parse_style
+
+    return parse_style(text)
+
+
+def _parse_sweep(text):
+    from ..editing.directions import parse_sweep
+
+    return parse_sweep(text)
+
+
+StrengthRange = Annotated[tuple[float, float, int], BeforeValidator(_strength_range), AfterValidator(_at_least_two)]
+
+
 class EditSettings(EditOptions, Runtime):
     network: Annotated[GeneratorRef, Cli(short="-n")] = Field("tiny-stylegan3-t", description="generator the "
                                                               "latents belong to (a tuned one too)")
-    styles: Annotated[list[str], Cli("--style", metavar="LAYER:CHANNEL=STRENGTH")] = Field(
+    styles: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_style)),
+                      Cli("--style", metavar="LAYER:CHANNEL=STRENGTH")] = Field(
         default_factory=list, description="StyleSpace channel edit (repeatable)")
-    sweep: Annotated[str | None, Cli(metavar="NAME=START:STOP:COUNT")] = Field(
-        None, description="grid of strengths, e.g. age=-4:4:9")
+    sweep: Annotated[str | None, AfterValidator(checked_by(_parse_sweep)), Cli(metavar="NAME=START:STOP:COUNT")] = Field(None, description="grid of strengths, e.g. "
+                                                                   "age=-4:4:9")
     animate: Annotated[bool, Cli()] = Field(False, description="with --sweep: also write an mp4 per latent")
     fps: Annotated[float, Cli()] = Field(8.0, gt=0, le=240, description="frame rate of --animate")
     transforms: Annotated[Path | None, Cli()] = Field(None, description="landmarks transforms (alignment.json or "
@@ -239,9 +274,8 @@ class EditSettings(EditOptions, Runtime):
                                                "deviations or raw values")
     style_std_samples: int = Field(2000, ge=10, le=1_000_000, description="samples used to measure those stds")
     batch_size: int = Field(8, ge=1, le=1024, description="images rendered per pass in sweeps")
-    sefa_preview: Annotated[str, BeforeValidator(lambda v: ":".join(map(str, v)) if isinstance(v, (list, tuple))
-                                                 else v)] = Field("-5:5:5", description="START:STOP:COUNT "
-                                                                  "strengths of the SeFa preview grid")
+    sefa_preview: StrengthRange = Field((-5.0, 5.0, 5), description="START:STOP:COUNT strengths of the SeFa "
+                                        "preview grid")
     preview_seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the preview latent when no latent "
                               "is given")
     preview_trunc: float = Field(0.7, ge=0, le=1, description="truncation of that latent")
@@ -251,13 +285,6 @@ class EditSettings(EditOptions, Runtime):
     boundary_split: float = Field(0.7, gt=0, lt=1, description="training share of those")
     boundary_seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the split")
     boundary_space: Literal["w", "wplus"] = Field("w", description="w (rows of each W+ averaged) or wplus")
-
-    @field_validator("sefa_preview")
-    @classmethod
-    def _preview(cls, value: str) -> str:
-        if not re.fullmatch(r"\s*-?[\d.]+\s*:\s*-?[\d.]+\s*:\s*\d+\s*", str(value)):
-            raise ValueError("must be START:STOP:COUNT, e.g. -5:5:5")
-        return str(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,8 +372,9 @@ class ExpandFovSettings(EditOptions, Runtime):
     feather: int | None = Field(None, ge=0, le=100_000, description="blend width in pixels (null: a quarter of "
                                 "the resolution)")
     latent: Annotated[Path | None, Cli()] = Field(None, description="latent of a photo input (skips inversion)")
-    transforms: Annotated[Path | None, Cli()] = Field(None, description="landmarks transforms (alignment.json or "
-                                                      ".npy): expand the unaligned crop")
+    transforms: Annotated[Path | None, Cli()] = Field(None, description="landmarks transforms of the latent "
+                                                      "files (alignment.json or .npy): expand the unaligned crop "
+                                                      "(null: those in the invert.json beside them, if any)")
     encoder: Annotated[EncoderRef, Cli(short="-e")] = Field(None, description="encoder for photo and video "
                                                             "inputs (they are inverted first)")
     outdir: Outdir = _outdir("out/expand-fov")

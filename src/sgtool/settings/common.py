@@ -71,9 +71,13 @@ BackboneRef = Annotated[str | None, Checkpoint("backbone"), AfterValidator(_not_
 
 
 def split_commas(value):
-    """'a,b' -> ['a', 'b'] for list settings given as one command-line word."""
+    """'a,b' (or ['a,b', 'c'], a repeated option) -> ['a', 'b', 'c'] for list settings given as command-line words."""
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        parts = [part for item in value for part in (item.split(",") if isinstance(item, str) else [item])]
+        return [part.strip() if isinstance(part, str) else part for part in parts
+                if not isinstance(part, str) or part.strip()]
     return value
 
 
@@ -157,29 +161,66 @@ class Mask(Settings):
     selfie_reach: float = Field(0.6, ge=0, le=5, description="how far beyond the hull the selfie mask may reach")
 
 
-class EditOptions(Settings):
-    """Which edits to apply: shared by edit, video and expand-fov."""
+def checked_by(parse):
+    """A validator that reads the value (or each item of a list) with `parse`, the parser the pipeline uses,
+    so a bad one is refused with the parser's own one-line message when the settings load, before any work."""
 
-    edits: Annotated[list[str], Cli("--edit")] = Field(
-        default_factory=list, description="NAME=STRENGTH, e.g. age=+2 (repeatable)")
-    directions: Annotated[NamedFiles, Cli("--direction", metavar="NAME=FILE"), Renamed("extra_directions")] = \
+    def check(values):
+        from ..errors import SgtoolError
+
+        for text in [values] if isinstance(values, str) else values or ():
+            try:
+                parse(text)
+            except SgtoolError as exc:
+                raise ValueError(str(exc)) from None
+        return values
+
+    return check
+
+
+def _parse_edit(text):
+    from ..editing.directions import parse_edit
+
+    return parse_edit(text)
+
+
+def _parse_named_file(text):
+    from ..editing.directions import parse_named_file
+
+    return parse_named_file(text)
+
+
+def one_or_many(value):
+    """A single text where a list is expected (`--set edits=age=+2`) -> [text]."""
+    return [value] if isinstance(value, str) else value
+
+
+def _once_each(values: list[str]) -> list[str]:
+    names = [str(text).partition("=")[0].strip() for text in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"names a direction twice ({', '.join(names)}); give each once")
+    return values
+
+
+class EditOptions(Settings):
+    """Which edits to apply: shared by edit, video and expand-fov (`pipelines.edit.prepare_edits` resolves them)."""
+
+    edits: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_edit)),
+                     AfterValidator(_once_each),
+                     Cli("--edit")] = Field(default_factory=list, description="NAME=STRENGTH, e.g. age=+2 "
+                                            "(repeatable)")
+    directions: Annotated[NamedFiles, AfterValidator(checked_by(_parse_named_file)),
+                          Cli("--direction", metavar="NAME=FILE"), Renamed("extra_directions")] = \
         Field(default_factory=list, description="add a direction: NAME=FILE.npy (repeatable)")
     layers: Annotated[IndexList, Cli(hidden=("--edit-layers",), metavar="LIST"), Renamed("edit_layers")] = Field(
         None, description="style inputs a W edit touches, e.g. 0-5 (null: all)")
     mode: Annotated[Literal["auto", "w", "wplus"], Cli()] = Field(
-        "auto", description="direction shape: w ([w_dim]), wplus ([num_ws, w_dim]) or auto")
+        "auto", description="direction shape: w (one w_dim vector for every chosen style input), wplus (one row "
+        "per style input) or auto (either)")
     directions_dir: Path | None = Field(None, description="folder of the named direction files (null: "
                                         "$SGTOOL_HOME/directions)")
     direction_set: str = Field("auto", description="which set of named directions (configs/directions.yaml); "
                                "auto: from the generator")
-
-    @field_validator("edits", "directions")
-    @classmethod
-    def _pairs(cls, values: list[str]) -> list[str]:
-        for text in values:
-            if "=" not in str(text):
-                raise ValueError(f"{text!r} is not NAME=VALUE")
-        return values
 
 
 class InversionOptions(Settings):

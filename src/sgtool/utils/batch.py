@@ -196,8 +196,9 @@ def merge_manifests(paths: Iterable[str | Path]) -> dict:
 def merge_summaries(paths: Iterable[str | Path]) -> dict[str, dict]:
     """The commands' own summary files of the shards, joined: {"alignment.json": {...}}.
 
-    Lists (faces, images, failures...) are concatenated in shard order; values every shard agrees on
-    (the config) are kept; values that differ (per-shard means) become null rather than wrong.
+    Lists (items, failed, faces...) are concatenated in shard order; values every shard agrees on
+    (the settings) are kept; values that differ (per-shard means) become null rather than wrong.
+    The joined summary is no shard's: its `shard` is null and its `counts` are those of its items.
     """
     groups: dict[str, list[dict]] = {}
     for path in map(Path, paths):
@@ -221,5 +222,24 @@ def merge_summaries(paths: Iterable[str | Path]) -> dict[str, dict]:
                 out[key] = [x for v in values for x in v]
             else:
                 out[key] = values[0] if all(v == values[0] for v in values) else None
+        if "shard" in out:
+            out["shard"] = None
+        if "counts" in out and isinstance(out.get("items"), list):
+            out["counts"] = {status: sum(1 for item in out["items"] if item.get("status") == status)
+                             for status in STATUSES}
         merged[name] = out
     return merged
+
+
+def merge_outdir(paths: Iterable[str | Path], output: str | Path | None = None) -> dict:
+    """`sgtool merge-manifests`: join the shard manifests found in `paths` into `output` (default:
+    manifest-<command>.json beside the first shard's) and their summaries beside it; returns the merged
+    manifest with `output` and the written `summaries`."""
+    files = find_manifests(paths)
+    merged = merge_manifests(files)
+    target = Path(output) if output is not None else manifest_path(files[0].parent, merged["command"], None)
+    # The commands' own summaries (e.g. alignment.json, read by --transforms) are joined beside it.
+    merged["summaries"] = [str(write_json(content, target.parent / name))
+                           for name, content in merge_summaries(files).items()]
+    write_json(merged, target)
+    return {**merged, "output": str(target)}

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import SgtoolError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -41,6 +43,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike, kind: str = "dir", what: str = "--outdir") -> Path:
+    """Fail before any work when `path` cannot receive the output (`kind` dir or file); writes nothing that stays.
+
+    A folder must not be an existing file; a file must not be an existing folder; the first existing
+    folder above must be writable (probed with a temporary file, so read-only mounts and /proc count).
+    """
+    path = Path(path).expanduser()
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise SgtoolError(f"{what} {path} is a file; give a folder (it is created if missing)")
+    if kind == "file" and path.is_dir():
+        raise SgtoolError(f"{what} {path} is a folder; give a file name")
+    ancestor = path if kind == "dir" and path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SgtoolError(f"{what} {path} cannot be created: {ancestor} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sgtool-write-check.", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SgtoolError(f"{what} {path} cannot be written ({exc.strerror or exc} in {ancestor}); choose a "
+                          "folder you can write to") from None
+    return path
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -74,8 +102,11 @@ def save_npy(array: np.ndarray, path: str | os.PathLike, allow_pickle: bool = Fa
 
 
 def write_json(data, path: str | os.PathLike) -> Path:
+    """Valid JSON whatever the values: NaN and infinity (a diverged loss) are written as null."""
+    text = json.dumps(json.loads(json.dumps(data, default=_json_default), parse_constant=lambda _: None), indent=2,
+                      allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
     return Path(path)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from ... import kernels
 from ...errors import CheckpointError
 from .backbones import resnet34_body
-from .inverter import InversionStep, face_pool
+from .inverter import INFERENCE_STEPS, InversionStep, face_pool
 from .loading import EncoderCheckpoint, read_encoder_checkpoint, register_encoder_family
 from .restyle import EqualLinear
 from .sg2_encoders import adopt_state, build_sg2_encoder, embedded_decoder, resolve_generator
@@ -333,9 +333,9 @@ def build_hyperstyle(ckpt: EncoderCheckpoint, device="cpu", network=None, w_enco
     # HyperStyle adds its own latent_avg to the W encoder's output (not the W encoder's).
     latent_avg = ckpt.latent_avg.detach().to(torch.float32).contiguous().reshape(-1, generator.w_dim)
     latent_avg = latent_avg.expand(generator.num_ws, -1).clone()
-    steps = int(ckpt.opts.get("n_iters_per_batch") or 5)
     inverter = HyperStyleInverter(hypernet.eval().requires_grad_(False), encoder, generator, latent_avg,
-                                  default_steps=steps, source=str(ckpt.path), w_encoder_source=str(w_path))
+                                  default_steps=INFERENCE_STEPS["hyperstyle"], source=str(ckpt.path),
+                                  w_encoder_source=str(w_path))
     return inverter.eval().requires_grad_(False).to(device)
 
 

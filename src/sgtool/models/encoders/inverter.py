@@ -37,6 +37,11 @@ class InversionStep:
     unaligned_full: torch.Tensor | None = None
 
 
+# ReStyle iterations of the reference inference scripts, whose test options override the checkpoint's
+# n_iters_per_batch: stylegan3-editing 3, restyle-encoder (StyleGAN2) 5, HyperStyle 5.
+INFERENCE_STEPS = {"restyle-stylegan3": 3, "restyle-stylegan2": 5, "hyperstyle": 5}
+
+
 class ReStyleInverter(nn.Module):
     input_size = 256
 
@@ -148,9 +153,10 @@ def build_restyle_sg3(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Re
     latent_avg = ckpt.latent_avg if ckpt.latent_avg is not None else generator.mapping.w_avg
     if latent_avg.numel() != generator.w_dim:
         raise CheckpointError(f"{ckpt.path}: latent_avg has {latent_avg.numel()} values, expected {generator.w_dim}")
-    steps = ckpt.opts.get("n_iters_per_batch") or 5
+    # Iterations as stylegan3-editing's inference runs them (its test options override the checkpoint's).
     inverter = ReStyleInverter(encoder, generator.eval().requires_grad_(False), latent_avg, family,
-                               ckpt.encoder_type, default_steps=steps, source=str(ckpt.path))
+                               ckpt.encoder_type, default_steps=INFERENCE_STEPS["restyle-stylegan3"],
+                               source=str(ckpt.path))
     return inverter.eval().requires_grad_(False).to(device)
 
 

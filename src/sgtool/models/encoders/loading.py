@@ -2,8 +2,8 @@
 
 Encoder checkpoints (pSp / e4e / ReStyle trainers) are `torch.save`d dicts: `state_dict` with
 `encoder.*` (and usually `decoder.*`) tensors, `opts` (the training options, which may hold
-pathlib paths) and `latent_avg`. They are read with weights_only=True, admitting only the
-pathlib classes; nothing in the file can run code.
+pathlib paths) and `latent_avg`. They are read with `formats.torch_load` (weights only, plus the
+pathlib classes); nothing in the file can run code.
 
 Which inverter a checkpoint becomes is decided by a registry of families tried in order:
 each has a `matches(checkpoint)` test (on opts["encoder_type"] and the decoder's layout) and a
@@ -13,11 +13,6 @@ with `register_encoder_family`.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import pickle
-import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,9 +22,7 @@ from torch import nn
 
 from ...errors import CheckpointError
 from ..factory import check_state_names
-
-# Classes a trainer's `opts` may legitimately hold; nothing else is admitted by the unpickler.
-SAFE_OPTS_CLASSES = [pathlib.PosixPath, pathlib.WindowsPath]
+from ..formats import LEGACY_TORCH_MAGIC, sniff, torch_load
 
 
 @dataclass
@@ -56,31 +49,12 @@ def read_encoder_checkpoint(path) -> EncoderCheckpoint:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"encoder checkpoint {path} does not exist; pass the .pt file with --encoder")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; pass the encoder .pt file inside it")
+    fmt = sniff(path)
     with open(path, "rb") as f:
-        head = f.read(512)
-    if not head:
-        raise CheckpointError(f"{path} is empty; download it again")
-    if b"<html" in head.lower() or head.lstrip().lower().startswith(b"<!doctype"):
-        raise CheckpointError(f"{path} is an HTML page, not a checkpoint (a failed download); download it again")
-    if head[:1] == b"\x80" and not head.startswith(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"):
-        raise CheckpointError(f"{path} is a network pickle, not an encoder checkpoint; pass it as --network")
-    try:
-        with torch.serialization.safe_globals(SAFE_OPTS_CLASSES):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it references {found.group(1)}" if found else "it holds objects other than tensors and options"
-        raise CheckpointError(f"refusing to load {path}: {what}, which could run code; only tensors, plain "
-                              "values and paths are read from encoder checkpoints") from None
-    except NotImplementedError:
-        # Python refuses to build a WindowsPath on POSIX (and vice versa).
-        raise CheckpointError(f"{path} was saved on another operating system (its options hold "
-                              f"{'Windows' if os.name != 'nt' else 'POSIX'} paths) and cannot be read here") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({str(exc).splitlines()[0]}); download it again") \
-            from None
+        legacy_torch = LEGACY_TORCH_MAGIC in f.read(64)
+    if fmt == "safetensors" or (fmt == "pickle" and not legacy_torch):
+        raise CheckpointError(f"{path} is a generator file, not an encoder checkpoint; pass it as --network")
+    data = torch_load(path)
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not an encoder checkpoint (expected a dict with 'state_dict' and 'opts')")
     state = {str(k): v for k, v in data["state_dict"].items() if isinstance(v, torch.Tensor)}

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ...errors import CheckpointError, SgtoolError
 from .backbones import IR_STAGES, ir_body, ir_input_layer
-from .inverter import InversionStep, ReStyleInverter, face_pool
+from .inverter import INFERENCE_STEPS, InversionStep, ReStyleInverter, face_pool
 from .loading import EncoderCheckpoint, register_encoder_family
 from .restyle import RESTYLE_ENCODERS, EqualLinear, MapToStyle
 
@@ -322,7 +322,7 @@ def build_restyle_sg2(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Re
     if not torch.equal(avg, avg[:1].expand_as(avg)):
         raise CheckpointError(f"{ckpt.path}: latent_avg rows differ per style; expected one repeated w_avg")
     inverter = ReStyleInverter(encoder.eval().requires_grad_(False), generator, avg[0], family, ckpt.encoder_type,
-                               default_steps=ckpt.opts.get("n_iters_per_batch") or 5, source=str(ckpt.path))
+                               default_steps=INFERENCE_STEPS["restyle-stylegan2"], source=str(ckpt.path))
     return inverter.eval().requires_grad_(False).to(device)
 
 

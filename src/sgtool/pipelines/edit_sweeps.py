@@ -1,0 +1,88 @@
+"""Strength sweeps: one image per strength, a labelled grid of every latent's row, an mp4 per latent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from ..editing.directions import format_strength
+from ..utils.io import save_image, to_uint8
+from .edit_requests import EditRequest, edit_and_render
+from .video_io import VideoWriter
+
+
+def sweep_row(generator, ws: torch.Tensor, request: EditRequest, transform=None,
+              batch_size: int = 8) -> list[np.ndarray]:
+    """uint8 HWC images, one per sweep strength, each with the request's edits plus the swept one."""
+    strengths = [float(s) for s in request.sweep_strengths]
+    row: list[np.ndarray] = []
+    if request.sweep_direction is not None:
+        for start in range(0, len(strengths), batch_size):
+            edited = torch.cat([_with_direction(ws, request, s) for s in strengths[start:start + batch_size]])
+            images, _, _ = edit_and_render(generator, edited, [], request.style_edits, request, transform)
+            row.extend(to_uint8(images))
+    else:
+        for s in strengths:
+            styles = [*request.style_edits, replace(request.sweep_style, strength=s)]
+            images, _, _ = edit_and_render(generator, ws, request.edits, styles, request, transform)
+            row.extend(to_uint8(images))
+    return row
+
+
+def _with_direction(ws: torch.Tensor, request: EditRequest, strength: float) -> torch.Tensor:
+    swept = replace(request, edits=[*request.edits, replace(request.sweep_direction, strength=strength)])
+    return swept.apply(ws)
+
+
+def sweep_tag(request: EditRequest) -> str:
+    """'sweep_age' (or 'sweep_3c12' for a style channel), then the fixed edits: the sweep's file names."""
+    base = f"sweep_{request.sweep_name.replace(':', 'c')}"
+    return f"{base}_{request.label}" if request.label else base
+
+
+def write_sweep_grid(rows: Sequence[Sequence[np.ndarray]], request: EditRequest, outdir) -> Path:
+    """The rows (one per latent) under a header naming each column's strength: OUTDIR/sweep_....png."""
+    labels = [f"{request.sweep_name}={format_strength(s)}" for s in request.sweep_strengths]
+    return save_image(labelled_grid(rows, labels), Path(outdir) / f"{sweep_tag(request)}.png")
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def labelled_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str]) -> np.ndarray:
+    """Tile uint8 HWC images (rows x columns) under a header band with one label per column."""
+    height, width = rows[0][0].shape[:2]
+    font_size = max(10, width // 14)
+    header = font_size + 8
+    canvas = Image.new("RGB", (width * len(labels), header + height * len(rows)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(font_size)
+    for col, label in enumerate(labels):
+        text = label
+        while len(text) > 1 and draw.textlength(text, font=font) > width - 4:
+            text = text[:-1]
+        offset = (width - draw.textlength(text, font=font)) / 2
+        draw.text((col * width + offset, 4), text, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(rows):
+        for col, image in enumerate(row):
+            canvas.paste(Image.fromarray(image), (col * width, header + r * height))
+    return np.asarray(canvas)
+
+
+def write_animation(frames: Sequence[np.ndarray], path, fps: float = 8.0) -> Path:
+    """uint8 HWC frames -> H.264 mp4, which appears under its name only once complete."""
+    height, width = frames[0].shape[:2]
+    with VideoWriter(path, width, height, Fraction(fps).limit_denominator(1001)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
