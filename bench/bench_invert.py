@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from sgtool import kernels  # noqa: E402
-from sgtool.config import load_config  # noqa: E402
 from sgtool.losses import load_lpips  # noqa: E402
 from sgtool.models import ARCH_PRESETS, build_generator, load_generator  # noqa: E402
 from sgtool.models.encoders import BackboneEncoder, ReStyleInverter  # noqa: E402
 from sgtool.pipelines.invert import invert_target, load_encoder, render  # noqa: E402
+from sgtool.settings import InvertSettings  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 GOLDEN = (ROOT / ".." / "shared" / "golden").resolve()
-DEFAULT_STEPS = int(load_config("invert")["num_steps"])
+DEFAULT_STEPS = InvertSettings().project_steps
 
 
 def backends():

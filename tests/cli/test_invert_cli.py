@@ -166,3 +166,22 @@ def test_align_path_renders_the_unaligned_reconstruction(tiny_encoder, tmp_path)
     matrix = np.array(rec["inverse_transform"])
     assert matrix.shape == (3, 3) and not np.allclose(matrix, np.eye(3))  # the astronaut's head is tilted
     assert np.asarray(Image.open(out / "astronaut_recon_unaligned.png")).shape == (64, 64, 3)
+
+
+def test_inputs_sharing_a_file_name_keep_apart_in_every_output(tiny_encoder, photos, tmp_path):
+    # Bug 6: a/x.png and b/x.png shared one latents.npy key (and its latent) while other outputs were x and x_2.
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    Image.open(photos / "a.png").save(tmp_path / "a" / "x.png")
+    Image.open(photos / "b.png").convert("RGB").resize((80, 80)).save(tmp_path / "b" / "x.png")
+    out = tmp_path / "out"
+    result = invoke(tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--encoder", tiny_encoder, "--outdir", out,
+                    "--no-align", "--steps", 1, "--json")
+    assert result.exit_code == 0, result.stderr
+    names = [item["name"] for item in json.loads(result.stdout)["items"]]
+    assert names == ["x", "x_2"]
+    latents = load_npy(out / "latents.npy")
+    assert sorted(latents) == ["x.png", "x_2.png"]
+    for name in names:
+        np.testing.assert_array_equal(latents[f"{name}.png"][-1], np.load(out / f"{name}_latent.npy"))
+    assert not np.array_equal(np.load(out / "x_latent.npy"), np.load(out / "x_2_latent.npy"))

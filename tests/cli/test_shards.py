@@ -241,9 +241,9 @@ def test_invert_shards_share_an_outdir_and_merge(golden_generator_files, tmp_pat
                                      "--set", "projector.w_avg_samples=64", "--device", "cpu"])
         assert result.exit_code == 0, result.output
         record = json.loads((out / f"invert-shard{k}of2.json").read_text())
-        assert sorted(i["name"] for i in record["images"]) == sorted(n for n in names if shard_of(n, 2) == k)
+        assert sorted(i["name"] for i in record["items"]) == sorted(n for n in names if shard_of(n, 2) == k)
     assert not (out / "invert.json").exists()
     assert runner.invoke(app, ["merge-manifests", str(out)]).exit_code == 0
     merged = json.loads((out / "invert.json").read_text())  # what `sgtool edit` looks for beside the latents
-    assert sorted(i["name"] for i in merged["images"]) == names
+    assert sorted(i["name"] for i in merged["items"]) == names
     assert sorted(p.name for p in out.glob("*_latent.npy")) == [f"{n}_latent.npy" for n in names]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from support.golden import golden_dir
-from sgtool.config import load_config
+from sgtool.settings import InvertSettings
 from sgtool.losses import load_lpips
 from sgtool.metrics import psnr
 from sgtool.models import load_generator
@@ -35,8 +35,8 @@ def target_from_seed(G, seed):
 
 
 def test_projection_reaches_30db_in_w_plus_within_the_default_steps(generator, lpips_model):
-    defaults = load_config("invert")
-    num_steps, l2_weight = int(defaults["num_steps"]), float(defaults["l2_weight"])
+    defaults = InvertSettings()
+    num_steps, l2_weight = defaults.project_steps, defaults.l2_weight
     _, target = target_from_seed(generator, 7)
     start_psnr = float(psnr(render(generator, w_statistics(generator)[0].expand(1, 16, -1)), target[None]))
     reached = []
@@ -49,7 +49,7 @@ def test_projection_reaches_30db_in_w_plus_within_the_default_steps(generator, l
             return value >= 30
 
     result = project(generator, target, num_steps=num_steps, space="w+", l2_weight=l2_weight,
-                     lpips_model=lpips_model, seed=1, callback=check, **dict(defaults["projector"]))
+                     lpips_model=lpips_model, seed=1, callback=check, **defaults.projector.options())
     assert reached and reached[-1][1] >= 30, f"PSNR only reached {reached[-1:]} (start {start_psnr:.1f} dB)"
     assert reached[-1][0] <= num_steps
     losses = np.array(result.losses)

@@ -54,7 +54,7 @@ class _Upfirdn2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        (upx, upy), (downx, downy), (px0, px1, py0, py1) = ctx.up, ctx.down, ctx.padding
+        (upx, upy), (downx, downy), (px0, _, py0, _) = ctx.up, ctx.down, ctx.padding
         in_h, in_w = ctx.in_size
         out_h, out_w = dy.shape[2:]
         fw, fh = filter_size(ctx.taps)

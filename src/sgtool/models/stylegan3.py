@@ -61,9 +61,16 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
-    def forward(self, w, transform=None):
-        batch = w.shape[0]
-        transforms = self.transform if transform is None else transform.to(w.device, torch.float32)
+    def styles(self, w):
+        """The input's StyleSpace values: (r_c, r_s, t_x, t_y) from w, divided by the norm of (r_c, r_s)."""
+        t = self.affine(w)
+        return t / t[:, :2].norm(dim=1, keepdim=True)
+
+    def forward(self, w, transform=None, styles=None):
+        # `styles` (from `styles(w)`, possibly edited) replaces w: an edited rotation is used as given.
+        t = self.styles(w) if styles is None else styles
+        batch = t.shape[0]
+        transforms = self.transform if transform is None else transform.to(t.device, torch.float32)
         if transforms.ndim == 2:
             transforms = transforms.unsqueeze(0)
         elif transforms.shape[0] not in (1, batch):
@@ -71,9 +78,7 @@ class SynthesisInput(nn.Module):
         freqs = self.freqs.unsqueeze(0)
         phases = self.phases.unsqueeze(0)
 
-        # w predicts a rotation (r_c, r_s) and translation (t_x, t_y) of the input grid.
-        t = self.affine(w)
-        t = t / t[:, :2].norm(dim=1, keepdim=True)
+        # t is a rotation (r_c, r_s) and translation (t_x, t_y) of the input grid.
         zeros, ones = torch.zeros_like(t[:, 0]), torch.ones_like(t[:, 0])
         m_r = torch.stack([t[:, 0], -t[:, 1], zeros, t[:, 1], t[:, 0], zeros, zeros, zeros, ones], 1).view(-1, 3, 3)
         m_t = torch.stack([ones, zeros, -t[:, 2], zeros, ones, -t[:, 3], zeros, zeros, ones], 1).view(-1, 3, 3)
@@ -84,7 +89,7 @@ class SynthesisInput(nn.Module):
         # Fade out frequencies that the first layer's sampling rate cannot represent.
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
 
-        theta = torch.eye(2, 3, device=w.device)
+        theta = torch.eye(2, 3, device=t.device)
         theta[0, 0] = 0.5 * self.size[0] / self.sampling_rate
         theta[1, 1] = 0.5 * self.size[1] / self.sampling_rate
         grids = F.affine_grid(theta.unsqueeze(0), [1, 1, int(self.size[1]), int(self.size[0])], align_corners=False)
@@ -158,14 +163,19 @@ class SynthesisLayer(nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def forward(self, x, w, noise_mode="random", force_fp32=False, update_emas=False):
+    def styles(self, w):
+        """The layer's StyleSpace values: the affine's output, for to-RGB times its weight gain."""
+        styles = self.affine(w)
+        if self.is_torgb:
+            styles = styles * (1 / np.sqrt(self.in_channels * (self.conv_kernel ** 2)))
+        return styles
+
+    def forward(self, x, w, noise_mode="random", force_fp32=False, update_emas=False, styles=None):
         if update_emas:
             magnitude_cur = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude_cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        styles = self.affine(w)
-        if self.is_torgb:
-            styles = styles * (1 / np.sqrt(self.in_channels * (self.conv_kernel ** 2)))
+        styles = self.styles(w) if styles is None else styles
         x = kernels.modulated_conv2d_sg3(x.to(torch.float32), self.weight, styles, padding=self.conv_kernel - 1,
                                          demodulate=not self.is_torgb, input_gain=input_gain)
         gain = 1 if self.is_torgb else np.sqrt(2)
@@ -225,14 +235,23 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws, noise_mode="const", force_fp32=True, transform=None, **layer_kwargs):
-        """Render W+ codes [N, num_ws, w_dim]; `transform` ([3,3] or [N,3,3]) overrides the input buffer."""
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        ws = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws[0], transform=transform)
-        for name, w in zip(self.layer_names, ws[1:]):
-            x = getattr(self, name)(x, w, noise_mode=noise_mode, **layer_kwargs)
+    def forward(self, ws, noise_mode="const", force_fp32=True, transform=None, styles=None, **layer_kwargs):
+        """Render W+ codes [N, num_ws, w_dim]; `transform` ([3,3] or [N,3,3]) overrides the input buffer.
+
+        `styles` (a dict "input" and layer name -> [N, C], see `editing.stylespace`) renders from
+        StyleSpace instead; ws is then unused (pass None).
+        """
+        if styles is None:
+            if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+                raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+            ws = ws.to(torch.float32).unbind(dim=1)
+            per_layer = [None] * self.num_ws
+        else:
+            ws = [None] * self.num_ws
+            per_layer = [styles["input"]] + [styles[name] for name in self.layer_names]
+        x = self.input(ws[0], transform=transform, styles=per_layer[0])
+        for name, w, layer_styles in zip(self.layer_names, ws[1:], per_layer[1:]):
+            x = getattr(self, name)(x, w, noise_mode=noise_mode, styles=layer_styles, **layer_kwargs)
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
