@@ -31,8 +31,10 @@ def load_npy(path) -> np.ndarray | dict | list:
             value = restricted_load(f, NUMPY_GLOBALS)
     except UnsafePickleError as exc:
         raise SgtoolError(f"refusing to load {path}: it references code '{exc.qualname}'") from None
-    except (ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise SgtoolError(f"{path} is not a readable .npy file ({exc})") from None
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, EOFError, OSError, RecursionError,
+            MemoryError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SgtoolError(f"{path} is not a readable .npy file ({reason})") from None
     if isinstance(value, np.ndarray) and value.dtype.hasobject and value.shape == ():
         return value.item()
     return value
@@ -43,28 +45,56 @@ def latent_stem(path) -> str:
     return Path(path).stem.removesuffix("_latent")
 
 
+def _latent_array(value, where: str) -> np.ndarray:
+    """One stored latent as float32, refusing what is not a finite real array."""
+    if isinstance(value, dict):
+        raise SgtoolError(f"{where} is a nested dict, not a latent; give NAME_latent.npy files or a latents.npy dict "
+                          "of file name -> latent (or list of per-step latents)")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise SgtoolError(f"{where} is not a numeric array (ragged or mixed values)") from None
+    if array.dtype.kind not in "fiu":
+        kind = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects", "b": "booleans"}
+        raise SgtoolError(f"{where} holds {kind.get(array.dtype.kind, array.dtype.name)}, not real numbers; give the "
+                          "latents that sgtool invert (or stylegan3-editing) wrote")
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise SgtoolError(f"{where} contains NaN or infinite values; invert the image again")
+    return array
+
+
 def load_latents(path, num_ws: int | None = None, w_dim: int | None = None, step: int = -1) -> dict[str, np.ndarray]:
     """name -> W+ latent [num_ws, w_dim] from our `NAME_latent.npy` or a stylegan3-editing dict.
 
-    For dicts holding a list of per-step latents, `step` picks one (default: the last).
+    For dicts holding a list of per-step latents, `step` picks one (default: the last). Strict about
+    what a latent is: real, finite, [num_ws, w_dim] (or [1, num_ws, w_dim]).
     """
     path = Path(path)
     value = load_npy(path)
     if isinstance(value, dict):
+        if not value:
+            raise SgtoolError(f"{path} holds an empty dict: no latents to read")
         items = {}
         for name, latent in value.items():
+            where = f"{path}: entry {name!r}"
             if isinstance(latent, (list, tuple)):
                 if not latent:
-                    raise SgtoolError(f"{path}: entry {name!r} holds no latents")
+                    raise SgtoolError(f"{where} holds no latents")
+                if not -len(latent) <= step < len(latent):
+                    raise SgtoolError(f"{where} has {len(latent)} step(s); --step {step} is out of range "
+                                      f"(use 0..{len(latent) - 1} or -1 for the last)")
                 latent = latent[step]
-            items[str(name)] = np.asarray(latent, dtype=np.float32)
+            items[str(name)] = _latent_array(latent, where)
+    elif isinstance(value, np.ndarray):
+        items = {latent_stem(path): _latent_array(value, str(path))}
     else:
-        items = {latent_stem(path): np.asarray(value, dtype=np.float32)}
+        raise SgtoolError(f"{path} holds a {type(value).__name__}, not a latent array or a dict of latents")
     for name, latent in items.items():
         if latent.ndim == 3 and latent.shape[0] == 1:
             latent = latent[0]
         if latent.ndim != 2:
-            raise SgtoolError(f"{path}: latent {name!r} has shape {latent.shape}, expected [num_ws, w_dim]")
+            raise SgtoolError(f"{path}: latent {name!r} has shape {list(latent.shape)}, expected [num_ws, w_dim]")
         if (num_ws is not None and latent.shape[0] != num_ws) or (w_dim is not None and latent.shape[1] != w_dim):
             raise SgtoolError(f"{path}: latent {name!r} has shape {list(latent.shape)} but the generator needs "
                               f"[{num_ws}, {w_dim}]; use the generator the latents were inverted with")

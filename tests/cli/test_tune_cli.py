@@ -138,6 +138,11 @@ def test_without_latents_the_image_is_projected_first(frames):
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps_done"] == 2 and summary["images"][0]["name"] == "frame0"
+    assert "pti projection schedule" in result.stderr
+    # The pivot is written beside the tuned generator: the latent to edit with it.
+    assert summary["latents"] == [str(out / "frame0_latent.npy")]
+    pivot = np.load(out / "frame0_latent.npy")
+    assert pivot.shape == (16, 32) and np.allclose(pivot, pivot[0])  # a W projection: one w for every layer
     result = runner.invoke(app, ["tune", str(image), "--network", str(network), "--outdir", str(out),
                                  "--method", "encoder", *FAST])
     assert result.exit_code == 2 and "--encoder" in result.stderr
@@ -162,14 +167,18 @@ def test_shards_split_a_separate_run_and_merge(frames):
     assert joint.exit_code == 2 and "--shard splits a folder" in joint.stderr
 
 
-def test_images_sharing_a_stem_get_their_own_folders(frames):
-    # Bug 6: x.png and x.jpg tuned image by image used to share (and overwrite) out/x/.
+# The folder lists x.jpg (name x) before x.png (name x_2); latents.npy keys as `sgtool invert` writes them (the
+# unique names) or as stylegan3-editing does (the file names).
+@pytest.mark.parametrize("png_key", ["x_2.png", "x.png"])
+def test_images_sharing_a_stem_get_their_own_folders(frames, png_key):
+    # Bug 6: x.png and x.jpg tuned image by image used to share (and overwrite) out/x/, and x.jpg took x.png's
+    # latent.
     root, network, latents, _ = frames
     folder = root / "same_stem"
     folder.mkdir()
     Image.open(root / "frames" / "frame0.png").save(folder / "x.png")
     Image.open(root / "frames" / "frame1.png").convert("RGB").save(folder / "x.jpg", quality=95)
-    np.save(root / "x_latents.npy", {"x.png": latents["frame0.png"], "x_2.jpg": latents["frame1.png"]},
+    np.save(root / "x_latents.npy", {"x.jpg": latents["frame1.png"], png_key: latents["frame0.png"]},
             allow_pickle=True)
     out = root / "out"
     result = runner.invoke(app, ["tune", str(folder), "--network", str(network), "--latents",
@@ -177,8 +186,12 @@ def test_images_sharing_a_stem_get_their_own_folders(frames):
     assert result.exit_code == 0, result.stderr
     items = json.loads(result.stdout)["items"]
     assert sorted(i["name"] for i in items) == ["x", "x_2"]
-    assert (out / "x" / "tuned_generator.safetensors").is_file()
-    assert (out / "x_2" / "tuned_generator.safetensors").is_file()
+    # Each folder holds its own image's run: its after.png is its tuned generator's render of its own latent.
+    for name, latent in (("x", latents["frame1.png"][-1]), ("x_2", latents["frame0.png"][-1])):
+        G = load_generator(out / name / "tuned_generator.safetensors")
+        with torch.no_grad():
+            expected = to_uint8(G.synthesis(torch.from_numpy(latent)[None]))[0]
+        assert np.array_equal(np.asarray(Image.open(out / name / f"{name}_after.png")), expected), name
 
 
 def test_set_values_are_converted_and_bad_ones_refused(frames, monkeypatch):
@@ -190,16 +203,17 @@ def test_set_values_are_converted_and_bad_ones_refused(frames, monkeypatch):
     real = pti.PivotalTuner.__init__
 
     def spy(self, generator, targets, settings, **kwargs):
-        seen["l2_weight"] = settings.l2_weight
         real(self, generator, targets, settings, **kwargs)
+        seen["lr"] = self.optimizer.param_groups[0]["lr"]
 
     monkeypatch.setattr(pti.PivotalTuner, "__init__", spy)
     image = root / "frames" / "frame0.png"
+    no_lr = [arg for k, arg in enumerate(FAST) if "--lr" not in FAST[max(k - 1, 0):k + 1]]
     args = ["tune", str(image), "--network", str(network), "--latents", str(root / "latents.npy"), "--steps", "1",
-            *FAST]
-    result = runner.invoke(app, [*args, "--outdir", str(root / "ok"), "--set", "l2_weight=1e-4"])
+            *no_lr]
+    result = runner.invoke(app, [*args, "--outdir", str(root / "ok"), "--set", "lr=1e-4"])
     assert result.exit_code == 0, result.stderr
-    assert seen["l2_weight"] == 1e-4 and isinstance(seen["l2_weight"], float)
+    assert seen["lr"] == 1e-4 and isinstance(seen["lr"], float)
     for bad in ("l2_weight=heavy", "batch_size=0", "invert.project_steps=-1", "locality=perhaps", "lpips_weight=nan"):
         out = root / f"bad_{bad.split('=')[0].replace('.', '_')}"
         result = runner.invoke(app, [*args, "--outdir", str(out), "--set", bad])
@@ -208,3 +222,19 @@ def test_set_values_are_converted_and_bad_ones_refused(frames, monkeypatch):
         assert "\n" not in line and bad.split("=")[0] in line and "Traceback" not in line
         assert not out.exists()
 
+
+
+def test_a_non_finite_loss_is_one_line_and_exit_2(frames, monkeypatch):
+    import sgtool.losses
+
+    real = sgtool.losses.load_lpips
+    monkeypatch.setattr(sgtool.losses, "load_lpips",
+                        lambda *a, **k: (lambda model: lambda x, y: model(x, y) * float("nan"))(real(*a, **k)))
+    root, network, _, _ = frames
+    out = root / "nan"
+    result = runner.invoke(app, ["tune", str(root / "frames" / "frame0.png"), "--network", str(network), "--latents",
+                                 str(root / "latents.npy"), "--outdir", str(out), "--steps", "3", *FAST])
+    assert result.exit_code == 2, result.output
+    assert "loss became nan at step 1" in result.stderr and "no step had completed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "tune.json").exists() and not (out / "tuned_generator.safetensors").exists()

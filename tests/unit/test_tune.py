@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,10 @@ from sgtool.pipelines.tune import (
     evaluate,
     tune_and_save,
     tunable_parameters,
+    tune_paths,
 )
+from sgtool.progress import Reporter
+from sgtool.utils.io import save_image
 
 # Small, fast settings: PTI's losses and its (optional) locality regulariser, a larger step size so tens of
 # steps suffice.
@@ -248,3 +252,52 @@ def test_a_non_finite_loss_stops_with_the_last_good_state(golden_g, target, lpip
     state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert state["step"] == 1
     assert all(bool(torch.isfinite(v).all()) for v in state["generator"].values() if v.is_floating_point())
+
+
+class CtrlCDuring(Reporter):
+    """Presses Ctrl-C once, at the first step of the first task whose label starts with `label`."""
+
+    def __init__(self, label: str):
+        self.label, self.tasks, self.pressed = label, [], False
+
+    def start(self, label, total=None):
+        self.tasks.append(label)
+
+    def advance(self, count=1, info=""):
+        if not self.pressed and self.tasks and self.tasks[-1].startswith(self.label):
+            self.pressed = True
+            signal.raise_signal(signal.SIGINT)
+
+    def finish(self):
+        self.tasks.pop()
+
+
+def test_ctrl_c_finishes_the_step_keeps_a_checkpoint_and_the_same_command_resumes(foreign_images, tmp_path,
+                                                                                   monkeypatch):
+    from sgtool.pipelines import invert
+
+    folder = tmp_path / "photos"
+    for i, name in enumerate(("a", "b")):
+        save_image(foreign_images[i], folder / f"{name}.png")
+    settings = TuneSettings(network=str(golden_dir("generators") / "sg3t_64.pkl"), outdir=tmp_path / "out",
+                            steps=3, device="cpu", **{**FAST, "locality": False})
+    settings.invert.project_steps = 1
+    inversions = []
+    real = invert.invert_target
+    monkeypatch.setattr(invert, "invert_target", lambda *a, **k: inversions.append(1) or real(*a, **k))
+
+    first = tune_paths(folder, settings, reporter=CtrlCDuring("tuning a"))
+    assert first["exit_code"] == 130
+    assert [(i["name"], i["status"]) for i in first["items"]] == [("a", "not_run"), ("b", "not_run")]
+    out = tmp_path / "out"
+    assert torch.load(out / "a" / CHECKPOINT_NAME, weights_only=True)["step"] == 1  # the step was finished
+    assert (out / "a" / "a_latent.npy").is_file() and not (out / "b").exists()
+
+    second = tune_paths(folder, settings)
+    assert second["exit_code"] == 0 and [i["status"] for i in second["items"]] == ["ok", "ok"]
+    assert [i["resumed_from_step"] for i in second["items"]] == [1, None]
+    assert [i["steps_done"] for i in second["items"]] == [3, 3]
+    assert len(inversions) == 2  # a's pivot was reused with its checkpoint, b was inverted once
+    assert not (out / "a" / CHECKPOINT_NAME).exists()
+    record = json.loads((out / "tune.json").read_text())
+    assert record["counts"]["ok"] == 2 and str(out / "a" / "a_latent.npy") in record["items"][0]["outputs"]

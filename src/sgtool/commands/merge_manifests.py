@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..utils.batch import merge_outdir
+from ..utils.io import check_writable
 from .common import console, reports_errors
 from .options import JsonOption, Run
 
@@ -24,6 +25,8 @@ def merge_manifests(
     Exit code 1 when shards are missing or items failed (the merged manifest is written anyway).
     """
     run = Run(json=json_out)
+    if output is not None:
+        check_writable(output, "file", "--output")
     merged = merge_outdir(paths, output)
     counts = merged["summary"]
     run.report({k: v for k, v in merged.items() if k != "items"},

@@ -18,13 +18,19 @@ from .options import Run, command
 def tune(settings: TuneSettings, run: Run,
          inputs: Annotated[Path, typer.Argument(help="An image, or a folder of images (frames) to tune on.")],
          shard: ShardOpt = None):
-    """Pivotal Tuning Inversion: tune the generator so the pivot latents reproduce the photos exactly."""
+    """Pivotal Tuning Inversion: tune the generator so the pivot latents reproduce the photos exactly.
+
+    Without --latents each image is first projected into W with PTI's schedule (450 steps, lr 0.01, LPIPS only).
+    NVIDIA's projector schedule instead: --set invert.projector.recipe=nvidia.
+    """
     with progress_bars(run.json) as bars:
         summary = tune_paths(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
     if "items" in summary:  # a folder tuned image by image
         counts = summary["counts"]
         message = (f"tuned {counts['ok']} image(s) into {settings.outdir}/<name>/ ({counts['failed']} failed, "
                    f"{counts['not_run']} not run; record in {settings.outdir}/tune.json)")
+        if summary["exit_code"] == 130:
+            message += "; interrupted: run the same command again to resume"
     elif summary["status"] == "interrupted":
         message = (f"interrupted after step {summary['steps_done']}; checkpoint {summary['checkpoint']}: run the same "
                    "command again to resume")

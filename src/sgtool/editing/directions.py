@@ -52,6 +52,9 @@ def parse_edit(text: str) -> Edit:
     return Edit(name, float(value))
 
 
+MAX_SWEEP = 256  # strengths in one sweep: each is a grid column and an animation frame
+
+
 def parse_sweep(text: str) -> tuple[str, np.ndarray]:
     """'age=-4:4:9' -> ('age', 9 evenly spaced strengths from -4 to 4, both ends included)."""
     name, sep, spec = str(text).partition("=")
@@ -60,8 +63,8 @@ def parse_sweep(text: str) -> tuple[str, np.ndarray]:
             or not parts[2].strip().isdigit()):
         raise SgtoolError(f"--sweep expects NAME=START:STOP:COUNT such as age=-4:4:9, got {text!r}")
     count = int(parts[2])
-    if count < 2:
-        raise SgtoolError(f"--sweep {text!r}: COUNT must be at least 2")
+    if not 2 <= count <= MAX_SWEEP:
+        raise SgtoolError(f"--sweep {text!r}: COUNT must be between 2 and {MAX_SWEEP} (the columns of one grid)")
     return name.strip(), np.linspace(float(parts[0]), float(parts[1]), count)
 
 

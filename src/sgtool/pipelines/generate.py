@@ -2,8 +2,9 @@
 
     summary = generate_images(GenerateSettings(network="stylegan3-r-ffhq-1024", seeds="0-99999"))
 
-Seeds are read as lazy ranges and images rendered and written one at a time (grid.png keeps only
-the first `grid_max`), so a long range holds one image and a small record per seed in memory.
+Seeds are read as lazy ranges and images rendered and written one at a time; grid.png keeps only
+the first `grid_max` images and generate.json lists the first RECORD_LIMIT (the rest follow the
+`seedNNNN.png` naming rule), so any range of seeds runs in constant memory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..utils.parsing import seed_ranges
 from .render import device_of, render
 
 GRID_COLUMNS = 8
+RECORD_LIMIT = 10_000  # images listed one by one in generate.json
 
 
 def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
@@ -122,14 +124,17 @@ def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, gen
     reporter.start("rendering", count)
     try:
         for item in rendered:
-            records.append(write_rendered(item, outdir, settings.save_latents))
+            record = write_rendered(item, outdir, settings.save_latents)
+            if len(records) < RECORD_LIMIT:
+                records.append(record)
             if settings.grid and len(tiles) < settings.grid_max:
                 tiles.append(item.image)
             reporter.advance(info=f"seed {item.seed}")
     finally:
         reporter.finish()
     summary = {"command": "generate", "network": settings.network, "outdir": str(outdir),
-               "settings": settings.record(), "test_model": test_model, "count": count, "images": records}
+               "settings": settings.record(), "test_model": test_model, "count": count, "images": records,
+               "images_listed": len(records), "naming": "seedNNNN.png (seed zero-padded to 4 digits)"}
     if len(tiles) > 1:
         grid = image_grid(np.stack(tiles), cols=min(GRID_COLUMNS, len(tiles)))
         summary["grid"] = str(save_image(grid, outdir / "grid.png"))

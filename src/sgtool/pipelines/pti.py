@@ -286,8 +286,8 @@ class PivotalTuner:
             try:
                 record = self.step()
             except NonFiniteLoss as exc:
-                kept = "no checkpoint kept"
-                if checkpoint_path is not None:
+                kept = "no step had completed" if self.step_index == 0 else "nothing was saved"
+                if checkpoint_path is not None and self.step_index > 0:
                     kept = f"the last good state (step {self.step_index}) is in {self.save_checkpoint(checkpoint_path)}"
                 raise SgtoolError(f"tune: the loss became {exc.value} at step {exc.step}; stopped, {kept}; lower "
                                   "--lr or check the images and latents") from None

@@ -6,7 +6,8 @@ A single image, or a folder tuned jointly (`joint`, video frames), gives one tun
 `outdir`; a folder tuned image by image gives one subfolder per image (named by its unique stem),
 through the batch runner (shards, failures recorded, Ctrl-C finishes the current step and keeps a
 checkpoint). Without latents the photos are inverted first (`settings.invert`: PTI's W projection
-by default). The engine is `pipelines.pti`.
+by default) and each pivot is written beside its tuned generator as NAME_latent.npy, the latent to
+edit with it. The engine is `pipelines.pti`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import SgtoolError
 from ..progress import SILENT, Reporter
 from ..settings import TuneSettings
 from ..utils.batch import Shard
-from .batch import Batch, Item, Result, StopRequest, collect
+from .batch import Batch, Item, Result, StopRequest, collect, name_items
 from .images import encoder_input, load_square_target, read_image
 from .memory import activation_checkpointing
 from .pti import (CHECKPOINT_NAME, PivotalTuner, TuneResult, TuneTarget, evaluate, plot_loss_curve,
@@ -30,7 +31,7 @@ from .pti import (CHECKPOINT_NAME, PivotalTuner, TuneResult, TuneTarget, evaluat
 from .transforms import TransformTable, stem
 
 __all__ = ["CHECKPOINT_NAME", "PivotalTuner", "TuneResult", "TuneSettings", "TuneTarget", "activation_checkpointing",
-           "evaluate", "invert_for_tuning", "match_targets", "plot_loss_curve", "read_latents", "tunable_parameters",
+           "evaluate", "find_latent", "match_targets", "plot_loss_curve", "read_latents", "tunable_parameters",
            "tune_and_save", "tune_paths"]
 
 
@@ -53,29 +54,47 @@ def read_latents(path, num_ws: int, w_dim: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _aligned_of(image: Path, transforms: TransformTable | None) -> str | None:
-    """The aligned image an unaligned crop was cut beside (alignment.json), whose latent the crop shares."""
+def _crop_entry(image: Path, transforms: TransformTable | None):
+    """The alignment.json entry whose unaligned crop `image` is (None for aligned images and .npy tables)."""
     entry = transforms.entry(image.name) if transforms is not None else None
-    return entry.name if entry is not None and entry.crop and stem(entry.crop) == stem(image.name) else None
+    return entry if entry is not None and entry.crop and stem(entry.crop) == stem(image.name) else None
 
 
-def match_target(item: Item, latents: dict[str, np.ndarray], resolution: int,
-                 transforms: TransformTable | None = None, alone: bool = False) -> TuneTarget:
-    """Pair one image with its latent (by stem; a crop also by its aligned image) and its transform.
+def find_latent(item: Item, latents: dict[str, np.ndarray], transforms: TransformTable | None = None,
+                alone: bool = False) -> np.ndarray:
+    """The pivot of one image in a latents table.
 
-    `alone`: the image is the only input, so a latents file holding one latent is its latent whatever its name.
+    Exact file names first (the unique `item.key` that `sgtool invert` writes into latents.npy, then
+    the file's own name, as stylegan3-editing's dicts key it), then stems (the unique `item.name`, as
+    NAME_latent.npy files; for a crop, its aligned image's). `alone`: the image is the only input, so
+    a table holding one latent is its latent whatever its name.
     """
-    by_stem = {stem(key): value for key, value in latents.items()}
-    keys = [stem(item.source.name)] + ([stem(a)] if (a := _aligned_of(item.source, transforms)) else [])
-    latent = next((by_stem[k] for k in keys if k in by_stem), None)
+    exact, by_stem = {}, {}
+    for key, value in latents.items():
+        exact.setdefault(Path(key).name, value)
+        by_stem.setdefault(stem(key), value)
+    entry = _crop_entry(item.source, transforms)
+    wanted = [(exact, item.key), (exact, item.source.name), (by_stem, item.name)]
+    wanted += [(by_stem, stem(entry.name))] if entry is not None else []
+    latent = next((table[key] for table, key in wanted if key in table), None)
     if latent is None and alone and len(latents) == 1:
         latent = next(iter(latents.values()))
     if latent is None:
         raise SgtoolError(f"no latent for {item.source.name} in the latents file (it has "
                           f"{', '.join(list(latents)[:3])}{' ...' if len(latents) > 3 else ''})")
-    transform = transforms.find(item.source.name) if transforms is not None else None
-    if transforms is not None and transform is None:
+    return latent
+
+
+def _transform_of(item: Item, transforms: TransformTable | None) -> np.ndarray | None:
+    if transforms is None:
+        return None
+    transform = transforms.find(item.source.name)
+    if transform is None:
         raise SgtoolError(f"no transform for {item.source.name} in {transforms.source}")
+    return transform
+
+
+def _target(item: Item, latent: np.ndarray, transform: np.ndarray | None, resolution: int) -> TuneTarget:
     return TuneTarget(name=item.name, image=load_square_target(item.source, resolution),
                       latent=torch.from_numpy(np.asarray(latent, np.float32)),
                       transform=None if transform is None else torch.from_numpy(transform.astype(np.float32)),
@@ -84,40 +103,16 @@ def match_target(item: Item, latents: dict[str, np.ndarray], resolution: int,
 
 def match_targets(images: Sequence[Path], latents: dict[str, np.ndarray], resolution: int,
                   transforms: TransformTable | None = None) -> tuple[list[TuneTarget], list[dict]]:
-    """match_target for every image: the targets, and one failure record per image that could not be used."""
-    from .batch import name_items
-
+    """Pair images with their latents and transforms: the targets, and one failure record per image that
+    could not be used."""
     targets, failures = [], []
     for item in name_items(images):
         try:
-            targets.append(match_target(item, latents, resolution, transforms, alone=len(images) == 1))
+            latent = find_latent(item, latents, transforms, alone=len(images) == 1)
+            targets.append(_target(item, latent, _transform_of(item, transforms), resolution))
         except SgtoolError as exc:
             failures.append({"input": str(item.source), "name": item.name, "error": str(exc)})
     return targets, failures
-
-
-def invert_for_tuning(items: Sequence[Item], generator, settings: TuneSettings, inverter=None,
-                      transforms: TransformTable | None = None, device="cpu", lpips_model=None) -> dict[str, np.ndarray]:
-    """Pivot latents (keyed by image file name) when none were given, through invert's `invert_target`.
-
-    Inversion works on aligned faces: for an unaligned crop listed in alignment.json, its aligned image
-    is inverted (the crop stays the tuning target).
-    """
-    from .invert import invert_target
-
-    options = settings.invert
-    latents = {}
-    for item in items:
-        entry = transforms.entry(item.source.name) if transforms is not None else None
-        source = Path(entry.aligned_path) if entry is not None and entry.aligned_path and entry.crop else item.source
-        target = load_square_target(source, generator.img_resolution).to(device)
-        encoder_target = encoder_input(read_image(source)) if inverter is not None else None
-        result = invert_target(target, options.method, generator=generator, encoder=inverter,
-                               steps=options.encoder_steps, num_steps=options.project_steps, space=options.space,
-                               l2_weight=options.l2_weight, seed=settings.seed, lpips_model=lpips_model,
-                               encoder_target=encoder_target, projector=options.projector)
-        latents[item.source.name] = result.latents.detach().cpu().numpy()
-    return latents
 
 
 class _Run:
@@ -125,48 +120,92 @@ class _Run:
 
     def __init__(self, settings: TuneSettings, reporter: Reporter):
         from ..losses import load_lpips
-        from .invert import load_encoder, load_models
+        from .invert import check_method, load_models
 
         self.settings = settings
         self.reporter = reporter
         self.device = resolve_device(settings.device)
-        inverting = not settings.latents
-        if inverting and settings.invert.method != "optimize" and not settings.encoder:
-            raise SgtoolError(f"--method {settings.invert.method} needs --encoder CHECKPOINT (or pass --latents "
+        options = settings.invert
+        self.inverting = not settings.latents
+        uses_encoder = self.inverting and options.method != "optimize"
+        if uses_encoder and not settings.encoder:
+            raise SgtoolError(f"--method {options.method} needs --encoder CHECKPOINT (or pass --latents "
                               "from `sgtool invert`)")
-        if not settings.network and not (inverting and settings.encoder and settings.invert.method != "optimize"):
-            raise SgtoolError("--network is required: the generator the latents were inverted with (or --encoder, "
-                              "whose decoder is tuned, when inverting here)")
-        self.inverter = None
-        if settings.network:
-            self.inverter, self.generator = load_models(None, settings.network, self.device)
-            if inverting and settings.encoder and settings.invert.method != "optimize":
-                self.inverter = load_encoder(settings.encoder, self.device, network=self.generator)
-            self.network = str(settings.network)
-        else:
-            self.inverter, self.generator = load_models(settings.encoder, None, self.device)
-            self.network = f"{settings.encoder} (decoder)"
+        # invert's rule: an encoder's decoder is the generator unless --network replaces it.
+        encoder = settings.encoder if uses_encoder or not settings.network else None
+        self.inverter, self.generator = load_models(encoder, settings.network, self.device, need="tune")
+        if uses_encoder:
+            check_method(options.method, self.inverter)
         self.generator.eval().requires_grad_(False)
+        self.network = str(settings.network) if settings.network else f"{settings.encoder} (decoder)"
         self.transforms = TransformTable.read(settings.transforms) if settings.transforms else None
         self.lpips = load_lpips(settings.lpips_net, self.device, random_backbone=settings.lpips_random_backbone,
                                 seed=settings.seed)
         self.latents = read_latents(settings.latents, self.generator.num_ws, self.generator.w_dim) \
             if settings.latents else None
         self.projection_lpips = None
+        if self.inverting:
+            if options.method != "encoder":
+                self.projection_lpips = load_lpips("vgg", self.device,
+                                                   random_backbone=settings.lpips_random_backbone)
+            schedule = "" if options.method == "encoder" else f", {options.projector.recipe} projection schedule"
+            reporter.warn(f"no --latents: each image is inverted first (--method {options.method}{schedule})")
 
-    def latents_for(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
+    def target(self, item: Item, outdir: Path, stop: StopRequest | None = None,
+               alone: bool = False) -> TuneTarget | None:
+        """The item's target; None when `stop` was requested while it was being inverted."""
+        transform = _transform_of(item, self.transforms)  # a missing transform fails before any inversion
         if self.latents is not None:
-            return self.latents
-        if self.projection_lpips is None and self.settings.invert.method != "encoder":
-            from ..losses import load_lpips
+            latent = find_latent(item, self.latents, self.transforms, alone)
+        else:
+            latent = self.pivot(item, outdir, stop)
+            if latent is None:
+                return None
+        return _target(item, latent, transform, self.generator.img_resolution)
 
-            self.projection_lpips = load_lpips("vgg", self.device, random_backbone=self.settings.lpips_random_backbone)
-        self.reporter.warn(f"no --latents: inverting {len(items)} image(s) first (--method "
-                           f"{self.settings.invert.method})")
-        return invert_for_tuning(items, self.generator, self.settings, self.inverter, self.transforms, self.device,
-                                 self.projection_lpips)
+    @staticmethod
+    def pivot_file(name: str, outdir: Path) -> Path:
+        return Path(outdir) / f"{name}_latent.npy"
 
-    def tune(self, targets: list[TuneTarget], outdir: Path, stop: StopRequest, label: str) -> dict:
+    def pivot(self, item: Item, outdir: Path, stop: StopRequest | None) -> np.ndarray | None:
+        """Invert the image (a crop through its aligned image) into outdir/NAME_latent.npy. An interrupted
+        run's pivot is reused when it resumes: the checkpoint belongs to that pivot."""
+        from ..latents import load_latents
+        from ..utils.io import save_npy
+        from .invert import invert_target
+
+        path = self.pivot_file(item.name, outdir)
+        resuming = self.settings.resume is not False and (Path(outdir) / CHECKPOINT_NAME).is_file()
+        if resuming and path.is_file():
+            return next(iter(load_latents(path, self.generator.num_ws, self.generator.w_dim).values()))
+        options = self.settings.invert
+        entry = _crop_entry(item.source, self.transforms)
+        source = Path(entry.aligned_path) if entry is not None and entry.aligned_path else item.source
+        projecting = options.method != "encoder"
+        self.reporter.start(f"inverting {item.name}", options.project_steps if projecting else None)
+
+        def on_step(_step) -> bool:
+            self.reporter.advance()
+            return stop is not None and stop.requested
+
+        try:
+            result = invert_target(load_square_target(source, self.generator.img_resolution).to(self.device),
+                                   options.method, generator=self.generator, encoder=self.inverter,
+                                   steps=options.encoder_steps, num_steps=options.project_steps,
+                                   space=options.space, l2_weight=options.l2_weight, seed=self.settings.seed,
+                                   lpips_model=self.projection_lpips, projector=options.projector,
+                                   encoder_target=encoder_input(read_image(source)) if self.inverter else None,
+                                   callback=on_step)
+        finally:
+            self.reporter.finish()
+        if stop is not None and stop.requested:
+            return None  # a projection cut short is no pivot
+        latent = result.latents.detach().cpu().numpy().astype(np.float32)
+        save_npy(latent, path)
+        return latent
+
+    def tune(self, targets: list[TuneTarget], outdir: Path, stop: StopRequest, label: str,
+             report_extra: dict | None = None) -> dict:
         s = self.settings
         self.reporter.start(f"tuning {label}", s.steps)
         try:
@@ -175,7 +214,8 @@ class _Run:
                                     device=self.device, should_stop=stop,
                                     on_step=lambda r: self.reporter.advance(
                                         info=f"lpips {r['lpips']:.4f} mse {r['mse']:.5f}"),
-                                    extra_config={"kernels": s.kernels, "device": str(self.device)})
+                                    extra_config={"kernels": s.kernels, "device": str(self.device)},
+                                    report_extra=report_extra)
         finally:
             self.reporter.finish()
         summary.pop("generator", None)
@@ -192,43 +232,51 @@ def tune_paths(inputs, settings: TuneSettings, shard: Shard | None = None, repor
         raise SgtoolError("--shard splits a folder tuned image by image; a joint run or a single image is one job")
     batch = Batch("tune", collect([inputs]), settings.outdir, shard, reporter)
     run = _Run(settings, reporter)
-    if per_image:
-        return _tune_each(batch, run)
-    latents = run.latents_for(batch.items)
+    return _tune_each(batch, run) if per_image else _tune_together(batch, run)
+
+
+def _tune_together(batch: Batch, run: _Run) -> dict:
+    """One generator for every image (a single image, or a joint run) in outdir itself."""
+    outdir = batch.outdir
+    alone = len(batch.all_items) == 1
     targets, failed = [], []
     for item in batch.items:
         try:
-            targets.append(match_target(item, latents, run.generator.img_resolution, run.transforms,
-                                        alone=len(batch.all_items) == 1))
+            targets.append(run.target(item, outdir, alone=alone))
         except SgtoolError as exc:
-            if len(batch.items) == 1:
+            if alone:
                 raise
             failed.append({"input": str(item.source), "name": item.name, "error": str(exc)})
-            reporter.warn(f"failed: {item.source}: {exc}")
+            batch.reporter.warn(f"failed: {item.source}: {exc}")
     if not targets:
-        raise SgtoolError(f"no usable image in {inputs}: {failed[0]['error']}")
-    stop = StopRequest(reporter)
-    with stop.installed():
-        summary = run.tune(targets, Path(settings.outdir), stop, "joint" if len(targets) > 1 else targets[0].name)
-    summary["failed"] = failed
-    if summary["status"] == "done":
-        from ..utils.io import write_json
-
-        write_json(summary, Path(settings.outdir) / "tune.json")
+        raise SgtoolError(f"no usable image among the {len(batch.items)} inputs: {failed[0]['error']}")
+    extra = {"failed": failed}
+    if run.inverting:
+        extra["latents"] = [str(run.pivot_file(t.name, outdir)) for t in targets]
+    with batch.stop.installed():
+        summary = run.tune(targets, outdir, batch.stop, "joint" if len(targets) > 1 else targets[0].name, extra)
     summary["exit_code"] = 130 if summary["status"] == "interrupted" else (1 if failed else 0)
     return summary
 
 
 def _tune_each(batch: Batch, run: _Run) -> dict:
+    """One generator per image, in outdir/NAME/ (NAME: the image's unique stem), through the batch runner."""
     def process(item: Item) -> dict | Result:
-        target = match_target(item, run.latents_for([item]), run.generator.img_resolution, run.transforms)
-        summary = run.tune([target], batch.outdir / item.name, batch.stop, item.name)
+        outdir = batch.outdir / item.name
+        target = run.target(item, outdir, batch.stop, alone=len(batch.all_items) == 1)
+        if target is None:
+            return Result(item, "not_run", error="interrupted while inverting")
+        pivots = [str(run.pivot_file(item.name, outdir))] if run.inverting else []
+        summary = run.tune([target], outdir, batch.stop, item.name)
         if summary["status"] == "interrupted":
-            return Result(item, "not_run", outputs=[summary["checkpoint"]],
+            return Result(item, "not_run", outputs=[summary["checkpoint"], *pivots],
                           error=f"interrupted after step {summary['steps_done']}; run the same command to resume")
-        return {"outputs": list(summary["outputs"].values()), "steps_done": summary["steps_done"],
-                "mean_before": summary["mean_before"], "mean_after": summary["mean_after"],
-                "outdir": summary["outdir"], "stopped_early": summary["stopped_early"]}
+        image = summary["images"][0]
+        outputs = [*pivots, *summary["outputs"].values(), image["before_image"], image["after_image"],
+                   str(outdir / "tune.json")]
+        return {"outputs": outputs, "outdir": summary["outdir"], "steps_done": summary["steps_done"],
+                "stopped_early": summary["stopped_early"], "resumed_from_step": summary["resumed_from_step"],
+                "transform": image["transform"], "before": image["before"], "after": image["after"]}
 
     report = batch.run(process, label="tune")
     summary = report.write("tune.json", run.settings.record(), network=run.network)
