@@ -193,3 +193,17 @@ def test_empty_directory_is_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run(tmp_path / "empty", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "holds no image files" in result.stderr
+
+
+def test_runs_into_one_folder_add_up_and_other_settings_are_refused(tmp_path):
+    for name in ("a", "b"):
+        Image.fromarray(skimage.data.astronaut()).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    assert run(tmp_path / "a.png", "-o", out, "--size", 32).exit_code == 0
+    assert run(tmp_path / "b.png", "-o", out, "--size", 32).exit_code == 0
+    record = json.loads((out / "alignment.json").read_text())
+    assert sorted({Path(face["source"]).name for face in record["faces"]}) == ["a.png", "b.png"]
+    before = (out / "alignment.json").read_text()
+    result = run(tmp_path / "a.png", "-o", out, "--size", 64)
+    assert result.exit_code == 2 and "other settings" in result.stderr and "--outdir" in result.stderr
+    assert (out / "alignment.json").read_text() == before

@@ -163,3 +163,27 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_a_huge_seed_range_runs_in_constant_memory(tmp_path, monkeypatch):
+    """generate streams: images are written as they are rendered and the record keeps at most RECORD_LIMIT of
+    them, so a billion seeds hold no more than a few (the run is stopped after 12 images here)."""
+    from sgtool.pipelines import generate as pipeline
+    from sgtool.progress import Reporter
+    from sgtool.settings import GenerateSettings
+
+    monkeypatch.setattr(pipeline, "RECORD_LIMIT", 3)
+    seen = []
+
+    class StopAfter(Reporter):
+        def advance(self, count=1, info=""):
+            seen.append(len(list(tmp_path.glob("seed*.png"))))
+            if len(seen) == 12:
+                raise KeyboardInterrupt
+
+    settings = GenerateSettings(network="tiny-stylegan2", seeds="0-999999999", outdir=tmp_path, grid_max=2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.generate_images(settings, reporter=StopAfter())
+    assert seen == list(range(1, 13))  # each image was on disk before the next was rendered
+    small = pipeline.generate_images(settings.model_copy(update={"seeds": "0-7"}))
+    assert small["count"] == 8 and small["images_listed"] == 3 and len(small["images"]) == 3

@@ -33,42 +33,48 @@ INIT_LIMITS = {"z_dim": (0, 4096), "w_dim": (1, 4096), "c_dim": (0, 65536), "img
 MAPPING_LIMITS = {"num_layers": (1, 32), "embed_features": (0, 4096), "layer_features": (1, 4096)}
 
 
-def check_init_kwargs(kind: str, kwargs: dict) -> None:
+def check_init_kwargs(kind: str, kwargs: dict, source: str = "") -> None:
     """Refuse constructor arguments that no real generator has, before anything is allocated."""
+    where = f"{source}: " if source else ""
+
     def check(name, value, limits):
         low, high = limits
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise CheckpointError(f"the {kind} generator option {name}={value!r} is outside {low}..{high}; the "
-                                  "checkpoint is corrupt or was not written for a StyleGAN generator")
+            raise CheckpointError(f"{where}the {kind} generator option {name}={value!r} is outside {low}..{high}; "
+                                  "the checkpoint is corrupt or was not written for a StyleGAN generator")
 
     for name in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"):
         if name not in kwargs:
-            raise CheckpointError(f"the {kind} generator options lack {name}; the checkpoint is incomplete")
+            raise CheckpointError(f"{where}the {kind} generator options lack {name}; the checkpoint is incomplete")
     for name, limits in INIT_LIMITS.items():
         if kwargs.get(name) is not None:
             check(name, kwargs[name], limits)
     mapping = kwargs.get("mapping_kwargs") or {}
     if not isinstance(mapping, dict):
-        raise CheckpointError(f"the {kind} generator's mapping options are a {type(mapping).__name__}, not a mapping")
+        raise CheckpointError(f"{where}the {kind} generator's mapping options are a {type(mapping).__name__}, not a "
+                              "mapping")
     for name, limits in MAPPING_LIMITS.items():
         if mapping.get(name) is not None:
             check(f"mapping_kwargs.{name}", mapping[name], limits)
 
 
-def build_generator(kind: str, init_kwargs: dict) -> nn.Module:
-    """Construct our generator from NVIDIA-style constructor kwargs (checked against INIT_LIMITS first)."""
+def build_generator(kind: str, init_kwargs: dict, source: str = "") -> nn.Module:
+    """Construct our generator from NVIDIA-style constructor kwargs (checked against INIT_LIMITS first).
+
+    `source` (the file the kwargs came from) is named in errors."""
     if kind not in GENERATOR_CLASSES:
         raise CheckpointError(f"unknown generator kind {kind!r}; known: {', '.join(GENERATOR_CLASSES)}")
     kwargs = dict(init_kwargs)
     # stylegan2-ada-pytorch nested the synthesis options; later releases pass them flat.
     kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})
-    check_init_kwargs(kind, kwargs)
+    check_init_kwargs(kind, kwargs, source)
+    where = f"{source}: " if source else ""
     try:
         return GENERATOR_CLASSES[kind](**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"unsupported {kind} generator options: {exc}") from None
+        raise CheckpointError(f"{where}unsupported {kind} generator options: {exc}") from None
     except (ValueError, ZeroDivisionError, OverflowError, IndexError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot build the {kind} generator these options describe "
+        raise CheckpointError(f"{where}cannot build the {kind} generator these options describe "
                               f"({type(exc).__name__}: {exc}); the checkpoint is corrupt") from None
 
 
@@ -198,7 +204,7 @@ def generator_from_state_dict(state: dict, arch: str | dict | None = None, sourc
         kind, kwargs = "stylegan3", infer_stylegan3_kwargs(state, preset)
     else:
         kind, kwargs = "stylegan2", infer_stylegan2_kwargs(state, preset)
-    generator = build_generator(kind, kwargs)
+    generator = build_generator(kind, kwargs, source)
     # A bare state dict may lack the identity input transform (some tools drop it).
     if "synthesis.input.transform" in generator.state_dict() and "synthesis.input.transform" not in state:
         state["synthesis.input.transform"] = torch.eye(3)

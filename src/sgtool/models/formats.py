@@ -105,7 +105,7 @@ def load_sgtool(path: Path):
     if meta.get("version") != SGTOOL_FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer sgtool (format version {meta.get('version')}); "
                               "upgrade sgtool")
-    generator = build_generator(meta["kind"], json.loads(meta["init_kwargs"]))
+    generator = build_generator(meta["kind"], json.loads(meta["init_kwargs"]), str(path))
     load_state(generator, state, str(path))
     generator.layout = "sgtool"
     generator.extra_metadata = json.loads(meta.get("extra", "{}"))

@@ -65,7 +65,7 @@ def _load_nvidia_pickle(path: Path):
         state = record_state_dict(record)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path} is not a usable network pickle ({exc})") from None
-    generator = build_generator(kind, kwargs)
+    generator = build_generator(kind, kwargs, str(path))
     load_state(generator, state, str(path))
     generator.layout = "nvidia-pkl"
     return generator

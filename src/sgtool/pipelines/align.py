@@ -384,6 +384,7 @@ def align_batch(paths: Iterable[str | os.PathLike], settings: AlignSettings | No
     batch = Batch("align", collect(paths), outdir, shard, reporter)
     summary_path = outdir / batch.file_name(SUMMARY_FILE)
     config = crop_config(settings)
+    earlier = _earlier_faces(summary_path, config, {str(item.source) for item in batch.all_items})
     faces = _recorded_faces(summary_path, config) if settings.skip_existing else {}
     finder = finder or default_finder()
     saved = [time.monotonic()]
@@ -402,7 +403,8 @@ def align_batch(paths: Iterable[str | os.PathLike], settings: AlignSettings | No
 
     report = batch.run(process, skip=skip if settings.skip_existing else None, label="aligning")
     done = [face for r in report.results if r.status in ("ok", "skipped") for face in faces[str(r.item.source)]]
-    extra: dict = {"config": config, "faces": done}
+    extra: dict = {"config": config, "faces": earlier + done,
+                   "kept_from_earlier_runs": sorted({face["source"] for face in earlier})}
     if settings.save_transforms is not None:
         target = settings.save_transforms.with_name(batch.file_name(settings.save_transforms.name))
         extra["transforms"] = str(save_landmarks_transforms(done, target))
@@ -427,6 +429,27 @@ def _align_item(item: Item, outdir: Path, settings: AlignSettings, finder: FaceF
 
 def _item_record(records: list[dict]) -> dict:
     return {"outputs": [path for r in records for path in (r["aligned"], r["crop"])], "faces_found": len(records)}
+
+
+def _earlier_faces(summary_path: Path, config: dict, sources: set[str]) -> list[dict]:
+    """Faces an earlier run into the same folder recorded for other inputs: kept, so runs add up.
+
+    When those were aligned with other crop settings the run is refused (the two sets would not fit
+    together, and rewriting alignment.json would silently drop them).
+    """
+    try:
+        data = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("faces"), list):
+        return []
+    kept = [face for face in data["faces"] if isinstance(face, dict) and face.get("source") not in sources]
+    if kept and data.get("config") != config:
+        differ = ", ".join(f"{k} {data.get('config', {}).get(k)!r} there vs {v!r} now" for k, v in config.items()
+                           if (data.get("config") or {}).get(k) != v)
+        raise SgtoolError(f"{summary_path} records faces aligned with other settings ({differ}); use another "
+                          "--outdir, or delete that file to start the folder over")
+    return [face for face in data["faces"] if isinstance(face, dict) and face.get("source") not in sources]
 
 
 def _recorded_faces(summary_path: Path, config: dict) -> dict[str, list[dict]]:

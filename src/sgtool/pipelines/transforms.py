@@ -6,8 +6,8 @@ beside its latents. What is stored is inv(T), the value `synthesis(..., transfor
 render the unaligned crop.
 
 Matching: a name (an image file, a crop, a latent file, a key of stylegan3-editing's latents.npy)
-is reduced to its stem (no folders, no image suffix, no `_latent`); it matches an entry whose aligned
-image or unaligned crop has that stem.
+matches the entry listed under the same file name, else one whose aligned image or unaligned crop has
+the same stem (no folders, no image suffix, no `_latent`).
 """
 
 from __future__ import annotations
@@ -59,17 +59,20 @@ class TransformTable:
     def __init__(self, entries: list[TransformEntry], source: str = ""):
         self.entries = entries
         self.source = source
+        self._by_name: dict[str, TransformEntry] = {}
         self._by_stem: dict[str, TransformEntry] = {}
         for entry in entries:
             for name in (entry.name, entry.crop):
                 if name:
+                    self._by_name.setdefault(Path(name).name, entry)
                     self._by_stem.setdefault(stem(name), entry)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def entry(self, name) -> TransformEntry | None:
-        return self._by_stem.get(stem(name))
+        """The exact file name first (x.png and x.jpg may both be listed), else the stem."""
+        return self._by_name.get(Path(str(name)).name) or self._by_stem.get(stem(name))
 
     def find(self, name) -> np.ndarray | None:
         """inv(T) for `name`, or None when the table has no entry for it."""

@@ -139,10 +139,11 @@ class _Run:
         self.generator.eval().requires_grad_(False)
         self.network = str(settings.network) if settings.network else f"{settings.encoder} (decoder)"
         self.transforms = TransformTable.read(settings.transforms) if settings.transforms else None
-        self.lpips = load_lpips(settings.lpips_net, self.device, random_backbone=settings.lpips_random_backbone,
-                                seed=settings.seed)
+        # Bad latents are bad input: found before the LPIPS backbone is fetched.
         self.latents = read_latents(settings.latents, self.generator.num_ws, self.generator.w_dim) \
             if settings.latents else None
+        self.lpips = load_lpips(settings.lpips_net, self.device, random_backbone=settings.lpips_random_backbone,
+                                seed=settings.seed)
         self.projection_lpips = None
         if self.inverting:
             if options.method != "encoder":

@@ -81,6 +81,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     try:
         meta = next(reader)
     except (OSError, RuntimeError, StopIteration) as exc:
+        if audio_streams(path) and not _video_streams(path):
+            raise SgtoolError(f"{path} has no video stream (only audio); pass a video file") from None
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise SgtoolError(f"cannot decode {path} as a video ({reason[:200]}); pass a file ffmpeg can read") from None
     finally:
@@ -209,7 +211,16 @@ def count_frames(path: str | os.PathLike) -> int:
     return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
 
 
-def audio_streams(path: str | os.PathLike) -> list[str]:
-    """Codec names of every audio stream in a file (from ffmpeg's stream listing)."""
+def _streams(path: str | os.PathLike, kind: str) -> list[str]:
+    """Codec names of every `kind` (Audio, Video) stream in a file, from ffmpeg's stream listing."""
     result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    return re.findall(r"Stream #\S+.*?: Audio: (\w+)", result.stderr)
+    return re.findall(rf"Stream #\S+.*?: {kind}: (\w+)", result.stderr)
+
+
+def audio_streams(path: str | os.PathLike) -> list[str]:
+    """Codec names of every audio stream in a file."""
+    return _streams(path, "Audio")
+
+
+def _video_streams(path: str | os.PathLike) -> list[str]:
+    return _streams(path, "Video")

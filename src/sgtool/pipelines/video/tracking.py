@@ -101,13 +101,14 @@ def track_clip(clip, entry: StageEntry, products: dict) -> Track:
     tracker = FaceTracker(clip.options.face_index, lost_after=int(round(2 * float(clip.fps))))
     if any(done["found"]):
         tracker.previous = _box(np.asarray(done["landmarks"][int(np.flatnonzero(done["found"])[-1])]))
-    shape, count, last_save = None, 0, time.perf_counter()
+    shape, count, most_faces, last_save = None, 0, 0, time.perf_counter()
     clip.reporter.start("track faces", None)
     for index, frame in enumerate(clip.frames()):
         shape = frame.shape
         count += 1
         if index >= resumed:
             candidates = faces_in(clip.finder, frame, clip.options.min_face_size)
+            most_faces = max(most_faces, len(candidates))
             pick = tracker.choose([(c[0], c) for c in candidates])
             values = _no_face() if pick is None else (True, *candidates[pick][1:3],
                                                        np.asarray(candidates[pick][3], np.float32))
@@ -122,7 +123,7 @@ def track_clip(clip, entry: StageEntry, products: dict) -> Track:
     for name, value in done.items():
         save_npy(np.asarray(value), entry.path(f"{name}.npy"))
     partial.unlink(missing_ok=True)
-    entry.meta.update(frames=count, width=int(shape[1]), height=int(shape[0]))
+    entry.meta.update(frames=count, width=int(shape[1]), height=int(shape[0]), most_faces=most_faces)
     clip.note(resumed_frames=resumed)
     return read_track(clip, entry, products)
 
@@ -142,6 +143,11 @@ def read_track(clip, entry: StageEntry, products: dict) -> Track:
                   mouth=np.load(entry.path("mouth.npy")), landmarks=np.load(entry.path("landmarks.npy"),
                                                                            mmap_mode="r"),
                   width=int(record["width"]), height=int(record["height"]))
+    most = int(record.get("most_faces") or 0)
+    if not track.found.any() and most:
+        raise SgtoolError(f"--face-index {clip.options.face_index} asks for face {clip.options.face_index + 1} "
+                          f"(largest first), but {clip.source} shows at most {most} face(s) in a frame; use "
+                          f"--face-index 0 to {most - 1}")
     if not track.found.any():
         raise SgtoolError(f"no face found in any of the {len(track.found)} frames of {clip.source}; give a clip with "
                           f"a visible face (faces smaller than --min-face-size {clip.options.min_face_size:g} px are "
