@@ -111,3 +111,22 @@ def test_stylegan2_noise_maps_are_optimised_on_a_copy(lpips_model):
     for name, value in G.synthesis.named_buffers():
         if name in before:
             assert torch.equal(value, before[name]), "the caller's generator was modified"
+
+
+def test_a_diverging_projection_keeps_the_last_good_latent(generator, lpips_model):
+    class TurnsNaN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, a, b):
+            self.calls += 1
+            value = lpips_model(a, b)
+            return value * float("nan") if self.calls > 4 else value
+
+    seen = []
+    _, target = target_from_seed(generator, 3)
+    result = project(generator, target, num_steps=20, lpips_model=TurnsNaN(), w_avg_samples=64,
+                     callback=lambda step: seen.append(step.latents.clone()))
+    assert result.diverged_at == 5 and result.stopped_early and len(result.losses) == 4
+    assert torch.isfinite(result.latents).all() and torch.equal(result.latents, seen[-1])

@@ -85,6 +85,7 @@ class Inversion:
     losses: list[float] = field(default_factory=list)  # projection loss per step (optimize / hybrid)
     step_images: list[torch.Tensor] = field(default_factory=list)  # [3, 256, 256] per step, aligned
     generator: torch.nn.Module | None = None  # hyperstyle: this image's adjusted generator (renders `latents`)
+    diverged_at: int | None = None  # projection step whose loss was not finite (the latent before it is kept)
 
 
 def invert_target(target: torch.Tensor, method: str, generator=None, encoder=None, steps: int | None = None,
@@ -115,17 +116,17 @@ def invert_target(target: torch.Tensor, method: str, generator=None, encoder=Non
         step_images = [r.images[0].detach().cpu() for r in results]
         init = step_latents[-1]
         adjusted = results[-1].adjusted_generator(0) if method == "hyperstyle" else None
-    losses = []
+    losses, diverged_at = [], None
     if method not in ENCODER_METHODS:
         result = project(generator, target, num_steps=num_steps, space=space, init_latent=init, l2_weight=l2_weight,
                          lpips_model=lpips_model, seed=seed, callback=callback,
                          **schedule.options(hybrid=method == "hybrid"))
         final = result.latents.detach().cpu()
-        losses = result.losses
+        losses, diverged_at = result.losses, result.diverged_at
         step_latents.append(final)
         step_images.append(face_pool(render(generator, final[None]))[0].cpu())
     return Inversion(latents=step_latents[-1], step_latents=step_latents, seconds=time.perf_counter() - start,
-                     losses=losses, step_images=step_images, generator=adjusted)
+                     losses=losses, step_images=step_images, generator=adjusted, diverged_at=diverged_at)
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -282,6 +283,9 @@ def _invert_chunk(chunk, settings: InvertSettings, encoder, generator, lpips_mod
     ok = False
     try:
         inversions = invert_faces(faces, settings, encoder, generator, lpips_model, on_step)
+        if inversions[0].diverged_at is not None:
+            reporter.warn(f"{item.source}: the projection's loss was not finite at step {inversions[0].diverged_at}; "
+                          "kept the latent of the step before (lower projector.initial_learning_rate)")
         ok = True
     finally:
         reporter.finish()
@@ -334,6 +338,8 @@ def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: Inver
     record.update(num_steps=len(inversion.step_latents), seconds=round(inversion.seconds, 4))
     if inversion.losses:
         record["final_loss"] = inversion.losses[-1]
+    if inversion.diverged_at is not None:
+        record["diverged_at_step"] = inversion.diverged_at
     if evaluator is not None:
         record["metrics"] = evaluator(recon, face.aligned, inversion.seconds)
     return {"outputs": [str(p) for p in outputs], **record}

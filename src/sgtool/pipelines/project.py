@@ -33,6 +33,7 @@ class ProjectionResult:
     distances: list[float]  # LPIPS + l2_weight * MSE at every step (without the noise penalty)
     seconds: float
     stopped_early: bool = False
+    diverged_at: int | None = None  # the step whose loss or gradient was not finite (the latent before it is kept)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
     if G.kind == "stylegan3":
         render_kwargs["transform"] = torch.eye(3, device=device) if transform is None else transform.to(device)
     losses, distances = [], []
-    stopped_early = False
+    stopped_early, diverged_at = False, None
     for step in range(num_steps):
         t = step / num_steps
         noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
@@ -164,6 +165,11 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if not (torch.isfinite(loss) and torch.isfinite(w_opt.grad).all()):
+            # The step would poison the latent: keep the last good one and stop.
+            diverged_at = step + 1
+            stopped_early = True
+            break
         optimizer.step()
         with torch.no_grad():
             for buf in noise_maps:
@@ -179,4 +185,4 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
 
     latents = w_opt.detach().expand(1, num_ws, G.w_dim)[0].clone()
     return ProjectionResult(latents=latents, losses=losses, distances=distances,
-                            seconds=time.perf_counter() - start, stopped_early=stopped_early)
+                            seconds=time.perf_counter() - start, stopped_early=stopped_early, diverged_at=diverged_at)
