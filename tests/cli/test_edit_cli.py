@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sgtool.cli import app
 from sgtool.editing import apply_style_edits, capture_styles, render_styles, style_layers
-from sgtool.editing.stylespace import StyleEdit
+from sgtool.editing.stylespace import StyleEdit, load_s
 from sgtool.geometry import input_transform
 from sgtool.models import load_generator
 from sgtool.utils.io import to_uint8
@@ -273,9 +273,9 @@ def test_style_edit_cli(sg3, tmp_path):
     expected = to_uint8(render_styles(G, edited))[0]
     image = png(out / "a_s3c4+1.5.png")
     assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1
-    saved = np.load(out / "a_s3c4+1.5_styles.npz")
-    assert len(saved.files) == len(style_layers(G))
-    np.testing.assert_allclose(saved[f"03_{layer.name}"], edited[3][0].numpy())
+    saved = load_s(out / "a_s3c4+1.5_styles.npz", G)  # the references' StyleSpace, keyed by layer name
+    assert list(saved) == [lay.name for lay in style_layers(G)]
+    np.testing.assert_allclose(saved[layer.name][0].numpy(), edited[3][0].numpy())
 
 
 def test_discover_sefa_cli(sg2, tmp_path):

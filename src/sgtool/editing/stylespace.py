@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import SgtoolError
-from ..progress import SILENT, Reporter
 from ..models.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, restricted_load
+from ..progress import SILENT, Reporter
 from ..utils.io import atomic_path
 
 StyleDict = dict  # layer name -> tensor [N, channels], in `style_layers` order
@@ -287,7 +287,7 @@ def s_statistics(generator, num_samples: int, seed: int = 0, truncation_psi: flo
     std = {name: (squares[name] / num_samples - mean[name].square()).clamp_min(0).sqrt() for name in sums}
     pose = None
     if generator.kind == "stylegan3":
-        pose = {"theta": np.float64(theta / num_samples), "x": np.float32(translate_x / num_samples),
+        pose = {"theta": np.float32(theta / num_samples), "x": np.float32(translate_x / num_samples),
                 "y": np.float32(translate_y / num_samples)}
     return StyleStatistics(pose, {k: v.numpy().astype(np.float32) for k, v in mean.items()},
                            {k: v.numpy().astype(np.float32) for k, v in std.items()})

@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import SgtoolError
 
-KINDS = ("generator", "encoder", "direction", "backbone")
+KINDS = ("generator", "encoder", "direction", "backbone", "clip", "styleclip")
 REGISTRY_ENV = "SGTOOL_MODELS_REGISTRY"
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "configs" / "models.yaml"
 

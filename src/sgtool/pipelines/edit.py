@@ -22,14 +22,14 @@ import torch
 
 from ..device import resolve_device
 from ..editing.directions import generator_hint
-from ..editing.stylespace import style_layers
+from ..editing import stylespace
 from ..errors import SgtoolError
 from ..latents import latent_stem, load_latents
 from ..models import BUILTIN_GENERATORS, load_generator
 from ..progress import SILENT, Reporter
 from ..settings import EditOptions, EditSettings
 from ..utils.batch import Shard
-from ..utils.io import atomic_path, save_image, save_npy, to_uint8
+from ..utils.io import save_image, save_npy, to_uint8
 from .batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, Batch, Item, Result, collect
 from .edit_discovery import discover_directions, discover_sefa, train_boundary_from_csv, train_boundary_run
 from .edit_requests import EditRequest, edit_and_render, prepare_edits, prepare_request
@@ -223,13 +223,6 @@ class _LatentFileEditor:
         if styles is None:
             written["latent"] = str(save_npy(edited[0].cpu().numpy().astype(np.float32), f"{base}.npy"))
         else:  # W+ cannot express a style-channel edit: keep the edited S instead
-            written["styles"] = str(self._save_styles(styles, f"{base}_styles.npz"))
+            written["styles"] = str(stylespace.save_s(f"{base}_styles.npz", self.generator,
+                                                      stylespace.as_dict(self.generator, [s[:1] for s in styles])))
         return written
-
-    def _save_styles(self, styles, path) -> Path:
-        arrays = {f"{layer.index:02d}_{layer.name}": styles[layer.index][0].cpu().numpy()
-                  for layer in style_layers(self.generator)}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        return Path(path)
