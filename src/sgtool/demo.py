@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on the sample portrait, written to a folder with an index.html.
 
-align -> invert -> tune -> edit (SeFa directions, sweep, animation) -> expand-fov -> a short video,
+align -> invert -> tune -> edit (SeFa directions, sweep, animation, a text edit) -> expand-fov -> a short video,
 each step run as the real `sgtool` command it documents. With real checkpoints in the model cache
 (`sgtool models download ...`) it uses them; otherwise it builds random-weight TEST models (a tiny
 StyleGAN3 and a ReStyle-pSp encoder with random weights, LPIPS with a random backbone) and says so:
@@ -29,6 +29,8 @@ from .utils.io import image_grid, save_image, write_json
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "astronaut.jpg"
 REAL_MODELS = {"network": "sg3-editing-generator-ffhq-1024", "encoder": "restyle-e4e-sg3-ffhq"}
+REAL_TEXT_FILES = ("clip-vit-b-32-openai", "styleclip-templates", "styleclip-sg3-r-ffhq-1024-delta-i-c",
+                   "styleclip-sg3-r-ffhq-1024-s-stats")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Models:
     encoder: str
     test: bool
     extra_set: list[str] = field(default_factory=list)  # --set options the test models need
+    clip_args: list[str] | None = None  # options of the text edits (None: no CLIP at hand, no text edit)
 
 
 def real_models() -> Models | None:
@@ -45,8 +48,26 @@ def real_models() -> Models | None:
 
     paths = {key: cached_path(get_entry(name)) for key, name in REAL_MODELS.items()}
     if all(p.is_file() for p in paths.values()):
-        return Models(str(paths["network"]), str(paths["encoder"]), test=False)
+        text_files = [cached_path(get_entry(name)) for name in REAL_TEXT_FILES]
+        clip_args = [] if all(p.is_file() for p in text_files) else None  # the registry defaults
+        return Models(str(paths["network"]), str(paths["encoder"]), test=False, clip_args=clip_args)
     return None
+
+
+def build_test_clip(folder: Path) -> list[str]:
+    """A random tiny CLIP (clip_text.TINY_TEST_CLIP) and a few prompt templates: the options that use them."""
+    from safetensors.torch import save_file
+
+    from .editing.clip_text import TINY_TEST_CLIP, build_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network, _ = build_clip(TINY_TEST_CLIP)
+    save_file(network.state_dict(), str(folder / "test_clip.safetensors"))
+    write_json(TINY_TEST_CLIP, folder / "test_clip.json")
+    (folder / "templates.txt").write_text("a photo of {}.\na close-up photo of {}.\na portrait of {}.\n")
+    return ["--clip", str(folder / "test_clip.json"), "--clip-weights", str(folder / "test_clip.safetensors"),
+            "--set", f"templates={folder / 'templates.txt'}"]
 
 
 def build_test_models(folder: Path) -> Models:
@@ -71,7 +92,7 @@ def build_test_models(folder: Path) -> Models:
     torch.save({"state_dict": state, "latent_avg": generator.mapping.w_avg.clone(),
                 "opts": {"encoder_type": "BackboneEncoder", "input_nc": 6, "n_iters_per_batch": 2,
                          "output_size": 64}}, encoder)
-    return Models(str(network), str(encoder), test=True)
+    return Models(str(network), str(encoder), test=True, clip_args=build_test_clip(folder))
 
 
 def make_clip(photo: Path, path: Path, seconds: float = 1.5, fps: int = 12, size: int = 256) -> Path:
@@ -148,6 +169,7 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
              ["edit", "2_invert/astronaut_latent.npy", "-n", tuned, *direction, "--sweep", "sefa0=-6:6:7", "--animate",
               "-o", "4_edit", *extra],
              ["4_edit/sweep_sefa0.png", "4_edit/astronaut_sweep_sefa0.mp4"]),
+        *text_steps(models, tuned),
         Step("Expand the field of view", "Render beyond the crop with StyleGAN3's translatable input, edit applied.",
              ["expand-fov", "2_invert/astronaut_latent.npy", "-n", tuned, *direction, "--edit", "sefa0=+4",
               "--all", "16", "-o", "5_expand", *extra],
@@ -156,6 +178,28 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
              ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--steps", "1",
               "-o", "6_video", *extra],
              ["6_video/side_by_side.mp4", "6_video/output.mp4"]),
+    ]
+
+
+def text_steps(models: Models, tuned: str) -> list[Step]:
+    """StyleCLIP text edits: the published directions with real models; with the test models, directions built
+    for the tuned test generator first (with the random CLIP: the mechanism, not the meaning)."""
+    if models.clip_args is None:
+        return []
+    sweep = ["--sweep", "alpha=-6:6:5"]
+    if not models.test:
+        return [Step("Text edit", "StyleCLIP global direction for a prompt, swept in strength.",
+                     ["edit", "2_invert/astronaut_latent.npy", "-n", models.network, "--text", "a smiling face",
+                      *sweep, "-o", "4_edit/text"], ["4_edit/text/sweep_alpha_a_smiling_face.png"])]
+    clip = [*models.clip_args, *models.extra_set]
+    return [
+        Step("Build text directions", "StyleCLIP's s_stats and delta_i_c for this generator (any domain).",
+             ["edit", "--build-clip-directions", "-n", tuned, "--samples", "2", "--set", "stats_samples=1000",
+              *clip, "-o", "4_edit/clip_directions"], []),
+        Step("Text edit", "StyleCLIP global direction for a prompt, swept in strength.",
+             ["edit", "2_invert/astronaut_latent.npy", "-n", tuned, "--text", "a smiling face", "--directions",
+              "4_edit/clip_directions", "--beta", "0.05", *sweep, *clip, "-o", "4_edit/text"],
+             ["4_edit/text/sweep_alpha_a_smiling_face_b0.05.png"]),
     ]
 
 

@@ -207,3 +207,13 @@ def test_runs_into_one_folder_add_up_and_other_settings_are_refused(tmp_path):
     result = run(tmp_path / "a.png", "-o", out, "--size", 64)
     assert result.exit_code == 2 and "other settings" in result.stderr and "--outdir" in result.stderr
     assert (out / "alignment.json").read_text() == before
+
+
+def test_the_sample_portraits_mission_patch_is_rejected_with_its_reason(tmp_path):
+    sample = Path(__file__).resolve().parents[2] / "samples" / "astronaut.jpg"
+    result = run(sample, "--outdir", tmp_path, "--size", 64, "--json")
+    assert result.exit_code == 0, result.stderr
+    item = json.loads(result.stdout)["items"][0]
+    assert item["faces_found"] == 1
+    patch = [r for r in item["rejected"] if r["box"][1] > 300]  # the patch sits on the suit, below the face
+    assert patch and "second detector pass" in patch[0]["reason"] and 0.5 < patch[0]["score"] < 0.7

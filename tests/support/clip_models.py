@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-TINY_CLIP = {"embed_dim": 512,
-             "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+from sgtool.editing.clip_text import TINY_TEST_CLIP
+
+TINY_CLIP = TINY_TEST_CLIP
 
 
 def random_clip(model="ViT-B-32", seed: int = 0):

@@ -60,7 +60,8 @@ def test_rosinality_mapping_truncation_and_renders_match_reference(rosinality):
         close(ws_trunc[:, 0], io["w_trunc"], atol=1e-5)
         close(ws_trunc, io["latent_z_trunc"], atol=1e-5)
         close(G.synthesis(ws_trunc, noise_mode="const"), io["img_z_trunc"])
-        close(G.mapping(io["z_wplus_source"], None)[:, 0].reshape(2, 10, 512), io["wplus"], atol=1e-5)
+        # 20 codes through 8 layers: 1.2e-5 apart on some CPUs, within the golden README's suggested 1e-4
+        close(G.mapping(io["z_wplus_source"], None)[:, 0].reshape(2, 10, 512), io["wplus"], atol=1e-4)
         close(G.synthesis(io["wplus"], noise_mode="const"), io["img_wplus"])
         mix = torch.cat([io["mix_w_a"][:, None].expand(-1, 4, -1), io["mix_w_b"][:, None].expand(-1, 6, -1)], 1)
         close(mix, io["latent_mix"], atol=0)

@@ -20,8 +20,8 @@ def edit(settings: EditSettings, run: Run,
              help="NAME_latent.npy files, stylegan3-editing latents.npy dicts or quoted globs.",
              show_default=False)] = None,
          shard: ShardOpt = None):
-    """Edit inverted latents (InterFaceGAN directions, StyleSpace channels), sweep strengths, discover
-    SeFa directions or train a boundary."""
+    """Edit inverted latents (InterFaceGAN directions, StyleSpace channels, StyleCLIP text edits), sweep
+    strengths, discover SeFa directions, build StyleCLIP directions or train a boundary."""
     plan = plan_edit(latents or [], settings, parse_shard(shard))
     banner = random_weights_warning(plan)
     if banner:
@@ -36,6 +36,13 @@ def _message(plan: EditPlan, summary: dict) -> str:
     if plan.task == "boundary":
         return (f"held-out accuracy {_percent(summary['val_accuracy'])} ({2 * summary['val_per_class']} samples; "
                 f"in-between samples {_percent(summary['remaining_accuracy'])}); wrote {summary['boundary']}")
+    if plan.task == "clip-directions":
+        if summary["status"] == "interrupted":
+            return (f"stopped after {summary['channels_done']} of {summary['channels']} channels; run the same "
+                    f"command again to resume from {summary['partial']}")
+        done = "already built" if summary["status"] == "skipped" else "wrote"
+        return (f"{done} {summary['delta_i_c']} and {summary['s_stats']}; use them with --text PROMPT "
+                f"--directions {out}")
     if plan.task == "sefa":
         return (f"wrote {len(summary['directions'])} SeFa directions to {out}/ (sefa_00.npy is the strongest; "
                 f"preview {summary['preview']}); use one with --direction NAME=FILE")

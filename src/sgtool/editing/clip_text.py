@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ TEMPLATES = "styleclip-templates"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_BATCH = 128
+# A one-block CLIP with ViT-B-32's 512 features and tokenizer: with random weights it stands in for CLIP in the
+# tests and the offline demo (fast to build and to run hundreds of images through; its edits mean nothing).
+TINY_TEST_CLIP = {"embed_dim": 512,
+                  "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
 
 
 @dataclass
@@ -236,9 +242,29 @@ def build_clip(model: str | Mapping = CLIP_MODEL, quick_gelu: bool = True):
     if config is None or set(config) - {"embed_dim", "vision_cfg", "text_cfg"} or "hf_model_name" in config.get(
             "text_cfg", {}):
         raise SgtoolError(f"CLIP model {model!r} is not an open_clip CLIP configuration (e.g. {CLIP_MODEL})")
-    network = open_clip.model.CLIP(**config, quick_gelu=quick_gelu)
+    try:
+        network = open_clip.model.CLIP(**config, quick_gelu=quick_gelu)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise SgtoolError(f"CLIP model config cannot build an open_clip CLIP ({exc})") from None
     context = int(config["text_cfg"].get("context_length", 77))
     return network, open_clip.tokenizer.SimpleTokenizer(context_length=context)
+
+
+def clip_model(text: str) -> str | dict:
+    """`--clip`: an open_clip model name, or a .json file holding an open_clip model config (a custom CLIP)."""
+    path = Path(str(text)).expanduser()
+    if path.suffix.lower() != ".json":
+        return str(text)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SgtoolError(f"CLIP model config {path} does not exist; give an open_clip model name such as "
+                          f"{CLIP_MODEL} or an existing .json config") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SgtoolError(f"CLIP model config {path} is not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise SgtoolError(f"CLIP model config {path} must be a JSON object (embed_dim, vision_cfg, text_cfg)")
+    return config
 
 
 def load_clip(weights, model: str | Mapping = CLIP_MODEL, device="cpu", quick_gelu: bool = True) -> ClipEncoder:

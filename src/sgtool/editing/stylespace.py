@@ -145,6 +145,11 @@ def _transform_kwargs(generator, transform) -> dict:
 @torch.no_grad()
 def render_s(generator, styles: Mapping[str, torch.Tensor], transform=None, noise_mode: str = "const"):
     """Synthesis from S alone; `transform` ([3, 3] or [N, 3, 3]) as `synthesis.input.transform` (StyleGAN3)."""
+    return synthesize_s(generator, styles, transform, noise_mode)
+
+
+def synthesize_s(generator, styles: Mapping[str, torch.Tensor], transform=None, noise_mode: str = "const"):
+    """`render_s` with gradients (when enabled) to the generator's weights: tuning around an S code."""
     batch = check_s(generator, styles)
     device = next(generator.parameters()).device
     styles = {name: torch.as_tensor(value).to(device, torch.float32) for name, value in styles.items()}

@@ -40,7 +40,7 @@ from ..settings import AlignSettings
 from ..utils.batch import Shard
 from ..utils.io import save_image, save_npy, write_json
 from .batch import Batch, Item, collect
-from .faces import FaceFinder, default_finder
+from .faces import FaceFinder, Rejection, default_finder
 from .images import read_image
 
 # Mesh vertices matched to dlib's 68-point scheme (image-left eye = the subject's right eye = dlib 36-41).
@@ -280,8 +280,9 @@ def _check_size(size: int) -> None:
 
 def align_image(rgb: np.ndarray, size: int = 1024, recipe: str = "ffhq", max_faces: int | None = None,
                 min_face_size: float = DEFAULT_MIN_FACE, finder: FaceFinder | None = None,
-                supersample: int = 4, padding: bool = True) -> list[AlignedFace]:
-    """Every face of an RGB uint8 image, aligned; largest first (an empty list when there is none)."""
+                supersample: int = 4, padding: bool = True, rejected: list | None = None) -> list[AlignedFace]:
+    """Every face of an RGB uint8 image, aligned; largest first (an empty list when there is none).
+    `rejected`: a list that receives the detector candidates that did not count (`faces.Rejection`)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise SgtoolError(f"align_image expects an HxWx3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
@@ -292,14 +293,18 @@ def align_image(rgb: np.ndarray, size: int = 1024, recipe: str = "ffhq", max_fac
         raise SgtoolError(f"--max-faces must be at least 1, got {max_faces}")
     finder = finder or default_finder()
     found = []
-    for face in finder.find(rgb, min_face_size=min_face_size):
+    faces, rejections = finder.find_with_rejections(rgb, min_face_size=min_face_size)
+    for face in faces:
         eyes, mouth = key_points(face.landmarks)
         try:
             quad = quad_from_landmarks(eyes, mouth, recipe)
-        except SgtoolError:
+        except SgtoolError as exc:
+            rejections.append(Rejection(face.box, face.score, f"its landmarks give no alignment ({exc})"))
             continue
         found.append((quad_side(quad), face, eyes, mouth))
     found.sort(key=lambda item: -item[0])
+    if rejected is not None:
+        rejected.extend(rejections)
     if max_faces is not None:
         found = found[:max_faces]
     return [align_landmarks(rgb, eyes, mouth, size, recipe, score=face.score, landmarks=face.landmarks,
@@ -313,10 +318,11 @@ def align_image(rgb: np.ndarray, size: int = 1024, recipe: str = "ffhq", max_fac
 
 def align_file(path: str | os.PathLike, size: int = 1024, recipe: str = "ffhq", max_faces: int | None = None,
                min_face_size: float = DEFAULT_MIN_FACE, finder: FaceFinder | None = None,
-               supersample: int = 4, padding: bool = True) -> list[AlignedFace]:
+               supersample: int = 4, padding: bool = True, rejected: list | None = None) -> list[AlignedFace]:
     """align_image on a file (SgtoolError for files that cannot be read)."""
     return align_image(read_image(path), size=size, recipe=recipe, max_faces=max_faces,
-                       min_face_size=min_face_size, finder=finder, supersample=supersample, padding=padding)
+                       min_face_size=min_face_size, finder=finder, supersample=supersample, padding=padding,
+                       rejected=rejected)
 
 
 def load_alignment(path: str | os.PathLike) -> dict:
@@ -390,12 +396,13 @@ def align_batch(paths: Iterable[str | os.PathLike], settings: AlignSettings | No
     saved = [time.monotonic()]
 
     def process(item: Item) -> dict:
-        faces[str(item.source)] = _align_item(item, outdir, settings, finder)
+        rejected: list = []
+        faces[str(item.source)] = _align_item(item, outdir, settings, finder, rejected)
         if time.monotonic() - saved[0] > PROGRESS_SAVE_SECONDS:
             write_json({"config": config, "faces": [f for records in faces.values() for f in records]},
                        summary_path)
             saved[0] = time.monotonic()
-        return _item_record(faces[str(item.source)])
+        return {**_item_record(faces[str(item.source)]), "rejected": [r.record() for r in rejected]}
 
     def skip(item: Item) -> dict | None:
         records = faces.get(str(item.source))
@@ -411,13 +418,15 @@ def align_batch(paths: Iterable[str | os.PathLike], settings: AlignSettings | No
     return {**report.write(SUMMARY_FILE, settings.record(), **extra), "exit_code": report.exit_code}
 
 
-def _align_item(item: Item, outdir: Path, settings: AlignSettings, finder: FaceFinder) -> list[dict]:
+def _align_item(item: Item, outdir: Path, settings: AlignSettings, finder: FaceFinder,
+                rejected: list) -> list[dict]:
     found = align_file(item.source, size=settings.size, recipe=settings.recipe, max_faces=settings.max_faces,
                        min_face_size=settings.min_face_size, finder=finder, supersample=settings.supersample,
-                       padding=settings.padding)
+                       padding=settings.padding, rejected=rejected)
     if not found:
+        why = f"; {len(rejected)} candidate(s) rejected: {rejected[0].reason}" if rejected else ""
         raise SgtoolError(f"no face found in {item.source} (faces under --min-face-size "
-                          f"{settings.min_face_size:g} px are ignored)")
+                          f"{settings.min_face_size:g} px are ignored{why})")
     records = []
     for k, face in enumerate(found):
         aligned = save_image(face.aligned, outdir / f"{item.name}_face{k}_aligned.png")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..device import resolve_device
+from ..editing.clip_text import ClipEncoder, clip_model, load_clip
 from ..editing.directions import generator_hint
 from ..editing import stylespace
 from ..errors import SgtoolError
@@ -32,7 +33,10 @@ from ..utils.batch import Shard
 from ..utils.io import save_image, save_npy, to_uint8
 from .batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, Batch, Item, Result, collect
 from .edit_discovery import discover_directions, discover_sefa, train_boundary_from_csv, train_boundary_run
+from .batch import StopRequest
+from .clip_directions import BuildOptions, build_clip_directions
 from .edit_requests import EditRequest, edit_and_render, prepare_edits, prepare_request
+from .edit_texts import TextPrompts, encode_prompts
 from .edit_sweeps import labelled_grid, sweep_row, sweep_tag, write_animation, write_sweep_grid
 from .render import device_of, render
 from .transforms import TransformTable
@@ -58,19 +62,23 @@ class EditPlan:
 def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shard | None = None) -> EditPlan:
     """Which task the settings ask for and on which files; bad usage fails here (nothing loaded or written)."""
     given = [flag for flag, value in (("--train-boundary", settings.train_boundary), ("--discover", settings.discover),
-                                      ("--edit/--style/--sweep", settings.edits or settings.styles or settings.sweep))
+                                      ("--build-clip-directions", settings.build_clip_directions),
+                                      ("--edit/--style/--text/--sweep",
+                                       settings.edits or settings.styles or settings.texts or settings.sweep))
              if value]
     if len(given) > 1:
         raise SgtoolError(f"{' and '.join(given)} are separate tasks; run them one at a time")
     if not given:
-        raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style, --sweep, --discover sefa or "
-                          "--train-boundary scores.csv")
-    task = {"--train-boundary": "boundary", "--discover": "sefa"}.get(given[0], "edit")
+        raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style, --text PROMPT, --sweep, --discover "
+                          "sefa, --build-clip-directions or --train-boundary scores.csv")
+    task = {"--train-boundary": "boundary", "--discover": "sefa",
+            "--build-clip-directions": "clip-directions"}.get(given[0], "edit")
     if task != "edit" and shard is not None:
         raise SgtoolError(f"--shard splits a batch of latents to edit; run {given[0]} without it")
-    if task == "boundary":
+    if task in ("boundary", "clip-directions"):
         if latents:
-            raise SgtoolError("--train-boundary reads the latents its CSV names; drop the LATENTS arguments")
+            reads = "reads the latents its CSV names" if task == "boundary" else "samples its own latents"
+            raise SgtoolError(f"{given[0]} {reads}; drop the LATENTS arguments")
         return EditPlan(task, settings)
     if task == "edit" and not latents:
         raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
@@ -103,14 +111,30 @@ def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dic
     settings = plan.settings
     if plan.task == "boundary":
         return train_boundary_run(settings)
+    clip = load_clip(settings.clip_weights, clip_model(settings.clip)) if plan.task == "clip-directions" else None
+    prompts = encode_prompts(settings) if plan.task == "edit" else None  # CLIP files fail before the generator
     if generator is None:
         generator = load_generator(settings.network, device=resolve_device(settings.device))
     if plan.task == "sefa":
         return discover_directions(generator, settings, plan.latents)
-    return edit_latents(plan, generator, reporter)
+    if plan.task == "clip-directions":
+        return build_directions(generator, clip, settings, reporter)
+    return edit_latents(plan, generator, reporter, prompts)
 
 
-def edit_latents(plan: EditPlan, generator, reporter: Reporter = SILENT) -> dict:
+def build_directions(generator, clip, settings: EditSettings, reporter: Reporter = SILENT) -> dict:
+    """`--build-clip-directions`: the StyleCLIP pair for `generator` in OUTDIR (resumable; Ctrl-C stops between
+    chunks of channels, keeping what is done)."""
+    options = BuildOptions(samples=settings.samples, stats_samples=settings.stats_samples,
+                           strength=settings.strength, batch_size=settings.batch_size)
+    clip = ClipEncoder(clip.model.to(device_of(generator)), clip.tokenizer)
+    hint = generator_hint(settings.network, generator)
+    with StopRequest(reporter).installed() as stop:
+        summary = build_clip_directions(generator, clip, settings.outdir, options, hint, reporter, stop)
+    return {**summary, "exit_code": 130 if summary["status"] == "interrupted" else 0}
+
+
+def edit_latents(plan: EditPlan, generator, reporter: Reporter = SILENT, prompts: TextPrompts | None = None) -> dict:
     """Edit every latent of the plan's files into OUTDIR; returns the edits.json summary.
 
     One batch item per latent file (the entries of a stylegan3-editing dict are its `entries`); a bad
@@ -121,7 +145,7 @@ def edit_latents(plan: EditPlan, generator, reporter: Reporter = SILENT) -> dict
     if plan.transforms is not None and generator.kind != "stylegan3":
         raise SgtoolError("--transforms needs a StyleGAN3 network (StyleGAN2 has no input transform); drop "
                           "--transforms or pass --aligned")
-    request = prepare_request(generator, settings, generator_hint(settings.network, generator))
+    request = prepare_request(generator, settings, generator_hint(settings.network, generator), prompts)
     batch = Batch("edit", plan.latents, settings.outdir, plan.shard, reporter, stem=latent_stem)
     editor = _LatentFileEditor(generator, request, plan, {item.name for item in batch.all_items})
     report = batch.run(editor)
@@ -186,7 +210,7 @@ class _LatentFileEditor:
         record: dict = {"name": stem, **({"key": key} if key is not None else {}),
                         "transform": transform.tolist() if transform is not None else None}
         outputs: list[str] = []
-        if request.edits or request.style_edits:
+        if request.edits or request.style_edits or request.texts is not None:
             written = self._write_edited(ws, stem, transform)
             record.update(written)
             outputs += written.values()
@@ -216,13 +240,11 @@ class _LatentFileEditor:
 
     def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
         request = self.request
-        images, edited, styles = edit_and_render(self.generator, ws, request.edits, request.style_edits, request,
-                                                 transform)
+        images, code = edit_and_render(self.generator, ws, request, transform)
         base = self.outdir / f"{stem}_{request.label}"
         written = {"image": str(save_image(to_uint8(images)[0], f"{base}.png"))}
-        if styles is None:
-            written["latent"] = str(save_npy(edited[0].cpu().numpy().astype(np.float32), f"{base}.npy"))
-        else:  # W+ cannot express a style-channel edit: keep the edited S instead
-            written["styles"] = str(stylespace.save_s(f"{base}_styles.npz", self.generator,
-                                                      stylespace.as_dict(self.generator, [s[:1] for s in styles])))
+        if isinstance(code, torch.Tensor):
+            written["latent"] = str(save_npy(code[0].cpu().numpy().astype(np.float32), f"{base}.npy"))
+        else:  # W+ cannot express a style-channel or text edit: keep the edited S instead
+            written["styles"] = str(stylespace.save_s(f"{base}_styles.npz", self.generator, code))
         return written

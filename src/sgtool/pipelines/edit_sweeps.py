@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -12,8 +11,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..editing.directions import format_strength
+from ..editing.stylespace import w_to_s
 from ..utils.io import save_image, to_uint8
-from .edit_requests import EditRequest, edit_and_render
+from .edit_requests import EditRequest
+from .render import cat_codes, render
 from .video_io import VideoWriter
 
 
@@ -21,29 +22,21 @@ def sweep_row(generator, ws: torch.Tensor, request: EditRequest, transform=None,
               batch_size: int = 8) -> list[np.ndarray]:
     """uint8 HWC images, one per sweep strength, each with the request's edits plus the swept one."""
     strengths = [float(s) for s in request.sweep_strengths]
+    per_pass = max(1, batch_size // ws.shape[0])
     row: list[np.ndarray] = []
-    if request.sweep_direction is not None:
-        for start in range(0, len(strengths), batch_size):
-            edited = torch.cat([_with_direction(ws, request, s) for s in strengths[start:start + batch_size]])
-            images, _, _ = edit_and_render(generator, edited, [], request.style_edits, request, transform)
-            row.extend(to_uint8(images))
-    else:
-        for s in strengths:
-            styles = [*request.style_edits, replace(request.sweep_style, strength=s)]
-            images, _, _ = edit_and_render(generator, ws, request.edits, styles, request, transform)
-            row.extend(to_uint8(images))
+    for start in range(0, len(strengths), per_pass):
+        codes = [request.swept(s).edit(generator, ws) for s in strengths[start:start + per_pass]]
+        if any(isinstance(code, dict) for code in codes):  # a zero strength leaves W+: render all of them in S
+            codes = [code if isinstance(code, dict) else w_to_s(generator, code) for code in codes]
+        codes = cat_codes(codes)
+        row.extend(to_uint8(render(generator, codes, transform, request.noise_mode)))
     return row
-
-
-def _with_direction(ws: torch.Tensor, request: EditRequest, strength: float) -> torch.Tensor:
-    swept = replace(request, edits=[*request.edits, replace(request.sweep_direction, strength=strength)])
-    return swept.apply(ws)
 
 
 def sweep_tag(request: EditRequest) -> str:
     """'sweep_age' (or 'sweep_3c12' for a style channel), then the fixed edits: the sweep's file names."""
     base = f"sweep_{request.sweep_name.replace(':', 'c')}"
-    return f"{base}_{request.label}" if request.label else base
+    return f"{base}_{request.sweep_label}" if request.sweep_label else base
 
 
 def write_sweep_grid(rows: Sequence[Sequence[np.ndarray]], request: EditRequest, outdir) -> Path:

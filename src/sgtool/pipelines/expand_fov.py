@@ -27,6 +27,8 @@ from ..utils.batch import Shard
 from ..utils.io import save_image, save_npy
 from .batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, VIDEO_SUFFIXES, Batch, Item, collect
 from .edit import output_stem, prepare_edits
+from .edit_texts import encode_prompts
+from .render import render
 from .transforms import TransformTable
 
 MAX_CANVAS_FACTOR = 2  # beyond 2x the resolution per direction the generator's content falls apart
@@ -122,12 +124,12 @@ def blend_tiles(renders: list[np.ndarray], tiles: list[Tile], resolution: int, m
     channels = renders[0].shape[2]
     acc = np.zeros((height, width, channels))
     total = np.zeros((height, width, 1))
-    for render, tile in zip(renders, tiles):
+    for window, tile in zip(renders, tiles):
         x0, y0 = margins.left + tile.offset[0], margins.top + tile.offset[1]
         wx = _ramp(resolution, feather, x0 > 0, x0 + resolution < width)
         wy = _ramp(resolution, feather, y0 > 0, y0 + resolution < height)
         weight = (wy[:, None] * wx[None, :])[:, :, None]
-        acc[y0:y0 + resolution, x0:x0 + resolution] += weight * render
+        acc[y0:y0 + resolution, x0:x0 + resolution] += weight * window
         total[y0:y0 + resolution, x0:x0 + resolution] += weight
     canvas = acc / np.maximum(total, 1e-12)
     centre = renders[[t.offset for t in tiles].index((0, 0))]
@@ -136,22 +138,20 @@ def blend_tiles(renders: list[np.ndarray], tiles: list[Tile], resolution: int, m
 
 
 @torch.no_grad()
-def expand_fov(generator, ws: torch.Tensor, margins: Margins, base_transform: torch.Tensor | None = None,
+def expand_fov(generator, code, margins: Margins, base_transform: torch.Tensor | None = None,
                overlap: float = 0.5, feather: int | None = None, on_tile=None):
-    """Render W+ latents `ws` [num_ws, w_dim] (or [1, ...]) on an expanded canvas.
+    """Render one code on an expanded canvas: a W+ latent [num_ws, w_dim] (or [1, ...]) or S (a batch of one,
+    for text and style-channel edits).
 
     Returns (canvas [3, H, W] float tensor in the generator's range, tiles). `base_transform` is
     the input transform of the unexpanded render (identity, or inv(T) for an unaligned crop).
     """
     require_stylegan3(generator)
-    if ws.ndim == 2:
-        ws = ws[None]
     resolution = generator.img_resolution
     tiles = plan_tiles(resolution, margins, base_transform, overlap)
-    device = ws.device
     renders = []
     for tile in tiles:
-        image = generator.synthesis(ws, noise_mode="const", transform=tile.transform.to(device))
+        image = render(generator, code, tile.transform)
         renders.append(image[0].permute(1, 2, 0).cpu().numpy().astype(np.float64))
         if on_tile is not None:
             on_tile(tile)
@@ -182,10 +182,10 @@ def run_expand_fov(paths, settings: ExpandFovSettings, shard: Shard | None = Non
 
 @dataclass
 class FovSource:
-    """One thing to expand: its output name, its W+ latent and the input transform of its plain render."""
+    """One thing to expand: its output name, its code and the input transform of its plain render."""
 
     name: str
-    ws: torch.Tensor  # [num_ws, w_dim]
+    code: torch.Tensor | dict  # W+ [num_ws, w_dim], or S (a batch of one) once edited in StyleSpace
     base_transform: torch.Tensor | None = None
     key: str | None = None  # its key in a stylegan3-editing latents dict
 
@@ -194,8 +194,7 @@ def write_expanded(generator, source: FovSource, margins: Margins, outdir, overl
                    feather: int | None = None, on_tile=None) -> dict:
     """Expand one latent and write NAME_fov.png plus NAME_fov.npy (the tile transforms, [n_tiles, 3, 3])."""
     outdir = Path(outdir)
-    device = next(generator.parameters()).device
-    canvas, tiles = expand_fov(generator, source.ws.to(device), margins, source.base_transform, overlap, feather,
+    canvas, tiles = expand_fov(generator, source.code, margins, source.base_transform, overlap, feather,
                                on_tile)
     image_path = save_image(canvas, outdir / f"{source.name}_fov.png")
     transforms = np.stack([t.transform.numpy() for t in tiles]).astype(np.float32)
@@ -227,12 +226,13 @@ def expand_batch(inputs: list[Path], settings: ExpandFovSettings, shard: Shard |
     if invert and settings.invert.method != "optimize" and not settings.encoder:
         raise SgtoolError("a photo is inverted first: pass --encoder (a ReStyle checkpoint or registry name), or "
                           "--method optimize with --network")
+    prompts = encode_prompts(settings)  # CLIP and direction files fail before the models load
     encoder, generator = load_models(settings.encoder, settings.network, device, need="expand-fov")
     if invert:
         check_method(settings.invert.method, encoder)
     require_stylegan3(generator)
     margins.check(generator.img_resolution)
-    expander = _Expander(generator, settings, margins, reporter)
+    expander = _Expander(generator, settings, margins, reporter, prompts)
     batch = Batch("expand-fov", inputs, settings.outdir, shard, reporter, stem=_input_stem)
     expander.item_names = {item.name for item in batch.all_items}
     lpips_model = projection_lpips(settings.invert, device) if invert else None
@@ -266,19 +266,21 @@ def expand_batch(inputs: list[Path], settings: ExpandFovSettings, shard: Shard |
 
     report = batch.run_chunks(prepare, process, settings.invert.batch_size if invert else 1)
     summary = report.write("expand_fov.json", settings.record(), margins=vars(margins),
-                           edits=expander.edit_records())
+                           **expander.edit_records())
     return {**summary, "exit_code": report.exit_code}
 
 
 class _Expander:
     """Edits (when asked) and expands the latents of one batch item; names must stay unique in the batch."""
 
-    def __init__(self, generator, settings: ExpandFovSettings, margins: Margins, reporter: Reporter):
+    def __init__(self, generator, settings: ExpandFovSettings, margins: Margins, reporter: Reporter,
+                 prompts=None):
         from ..editing.directions import generator_hint
 
         self.generator, self.settings, self.margins, self.reporter = generator, settings, margins, reporter
-        self.request = prepare_edits(generator, settings, generator_hint(settings.network or settings.encoder,
-                                                                          generator)) if settings.edits else None
+        hint = generator_hint(settings.network or settings.encoder, generator)
+        wanted = settings.edits or settings.texts
+        self.request = prepare_edits(generator, settings, hint, prompts) if wanted else None
         self.transforms = TransformTable.read(settings.transforms) if settings.transforms else None
         self.item_names: set[str] = set()
         self._entry_names: set[str] = set()
@@ -300,7 +302,8 @@ class _Expander:
         settings, entries, outputs = self.settings, [], list(outputs or [])
         for source in sources:
             if self.request is not None:
-                source = FovSource(f"{source.name}_{self.request.label}", self.request.apply(source.ws),
+                ws = torch.as_tensor(source.code).to(next(self.generator.parameters()).device)
+                source = FovSource(f"{source.name}_{self.request.label}", self.request.edit(self.generator, ws[None]),
                                    source.base_transform, source.key)
             record = write_expanded(self.generator, source, self.margins, settings.outdir, settings.overlap,
                                     settings.feather)
@@ -308,5 +311,6 @@ class _Expander:
             entries.append(record)
         return {"outputs": outputs, "entries": entries}
 
-    def edit_records(self) -> list[dict]:
-        return self.request.records()["edits"] if self.request is not None else []
+    def edit_records(self) -> dict:
+        records = self.request.records() if self.request is not None else {"edits": [], "text_edits": []}
+        return {"edits": records["edits"], "text_edits": records["text_edits"]}

@@ -30,6 +30,8 @@ DETECTOR_INPUT = 384  # tiles are downscaled to this before the detector (it wor
 MESH_CROP = 256  # side of the upright crop handed to the face mesh
 MESH_PAD = 2.0  # that crop spans this many detector-box sides
 GREY = (127, 127, 127)
+CONFIRM_SCORE = 0.5  # the short-range detector's threshold on the upright crop
+CONFIRM_RADIUS = 0.2  # its box centre within this fraction of the crop from the crop's centre
 
 
 @dataclass
@@ -52,6 +54,18 @@ class Face:
     score: float
     box: np.ndarray  # detector box [x0, y0, x1, y1]
     landmarks: np.ndarray  # 478x2 face-mesh points (468 mesh + 10 iris) in source pixels
+
+
+@dataclass
+class Rejection:
+    """A detector candidate that did not count as a face, and why (recorded in alignment.json)."""
+
+    box: np.ndarray
+    score: float
+    reason: str
+
+    def record(self) -> dict:
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(self.score, 6), "reason": self.reason}
 
 
 @contextlib.contextmanager
@@ -147,15 +161,22 @@ class FaceFinder:
                                                                        min_detection_confidence=min_score)
             self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4,
                                                          refine_landmarks=True, min_detection_confidence=0.3)
+            # Second opinion on the upright crop: there a face is large and level, what the short-range model
+            # knows best, while face-like patterns the full-range pass caught at one scale (a mission patch)
+            # no longer pass.
+            self._confirm = mp.solutions.face_detection.FaceDetection(model_selection=0,
+                                                                      min_detection_confidence=CONFIRM_SCORE)
             # The graphs open their models on worker threads, which log natively; a first run waits for that.
             blank = np.full((64, 64, 3), GREY[0], dtype=np.uint8)
             self._detector.process(blank)
             self._mesh.process(blank)
+            self._confirm.process(blank)
         self._lock = threading.Lock()  # mediapipe graphs are not re-entrant
 
     def close(self) -> None:
         self._detector.close()
         self._mesh.close()
+        self._confirm.close()
 
     def _run(self, graph, image: np.ndarray):
         # Inference also logs natively (once per graph, but when is mediapipe's business).
@@ -192,12 +213,10 @@ class FaceFinder:
         merged = merge_detections(found)
         return sorted(merged, key=lambda d: -d.size)
 
-    def mesh(self, rgb: np.ndarray, detection: Detection) -> np.ndarray | None:
-        """478 face-mesh points for one detection (None when the mesh finds no face there).
-
-        The crop is rotated so that the detector's eye line is level: the mesh's own detector only handles
-        moderate tilt, the full-range detector finds faces at any angle.
-        """
+    def upright_crop(self, rgb: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray]:
+        """(MESH_CROP-pixel crop around the detection, rotated so that the detector's eye line is level; the 2x3
+        source -> crop matrix). The mesh's own detector only handles moderate tilt; the full-range detector
+        finds faces at any angle."""
         eye_vec = detection.eyes[1] - detection.eyes[0]
         angle = math.atan2(eye_vec[1], eye_vec[0]) if np.hypot(*eye_vec) > 1e-6 else 0.0
         centre = detection.centre
@@ -208,9 +227,18 @@ class FaceFinder:
         to_crop[:, 2] = (MESH_CROP - 1) / 2 - to_crop[:, :2] @ centre
         crop = cv2.warpAffine(rgb, to_crop, (MESH_CROP, MESH_CROP), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
+        return crop, to_crop
+
+    def mesh(self, rgb: np.ndarray, detection: Detection) -> np.ndarray | None:
+        """478 face-mesh points for one detection (None when the mesh finds no face there)."""
+        points, _ = self._mesh_and_crop(rgb, detection)
+        return points
+
+    def _mesh_and_crop(self, rgb: np.ndarray, detection: Detection):
+        crop, to_crop = self.upright_crop(rgb, detection)
         result = self._run(self._mesh, crop)
         if not result.multi_face_landmarks:
-            return None
+            return None, crop
         candidates = []
         for face in result.multi_face_landmarks:
             # mediapipe's normalised coordinates put pixel edges at 0 and 1; move to pixel-centre coordinates.
@@ -219,23 +247,45 @@ class FaceFinder:
         crop_centre = np.array([(MESH_CROP - 1) / 2] * 2)
         best = min(candidates, key=lambda pts: np.hypot(*(pts.mean(axis=0) - crop_centre)))
         if np.hypot(*(best.mean(axis=0) - crop_centre)) > MESH_CROP / MESH_PAD / 2:
-            return None  # the mesh locked onto a neighbouring face
+            return None, crop  # the mesh locked onto a neighbouring face
         to_source = cv2.invertAffineTransform(to_crop)
-        return best @ to_source[:, :2].T + to_source[:, 2]
+        return best @ to_source[:, :2].T + to_source[:, 2], crop
+
+    def confirmed(self, crop: np.ndarray) -> bool:
+        """Whether the short-range detector also sees a face at the centre of the upright crop."""
+        result = self._run(self._confirm, crop)
+        for det in result.detections or []:
+            rel = det.location_data.relative_bounding_box
+            centre = np.array([rel.xmin + rel.width / 2, rel.ymin + rel.height / 2])
+            if np.hypot(*(centre - 0.5)) < CONFIRM_RADIUS:
+                return True
+        return False
 
     def find(self, rgb: np.ndarray, min_face_size: float = 0, max_faces: int | None = None) -> list[Face]:
         """Detected faces with mesh landmarks, largest first; duplicates of one face are dropped."""
+        return self.find_with_rejections(rgb, min_face_size, max_faces)[0]
+
+    def find_with_rejections(self, rgb: np.ndarray, min_face_size: float = 0,
+                             max_faces: int | None = None) -> tuple[list[Face], list[Rejection]]:
+        """`find`, plus the candidates that did not count and why: no mesh on them, or not confirmed by a
+        second detector pass on the upright crop."""
         faces: list[Face] = []
+        rejected: list[Rejection] = []
         for detection in self.detect(rgb, min_face_size):
-            points = self.mesh(rgb, detection)
+            points, crop = self._mesh_and_crop(rgb, detection)
             if points is None:
+                rejected.append(Rejection(detection.box, detection.score, "the face mesh finds no face there"))
                 continue
             if any(_same_face(points, face.landmarks) for face in faces):
+                continue
+            if not self.confirmed(crop):
+                rejected.append(Rejection(detection.box, detection.score, "a second detector pass on the upright "
+                                          f"crop sees no face (short-range model, score < {CONFIRM_SCORE})"))
                 continue
             faces.append(Face(score=detection.score, box=detection.box, landmarks=points))
             if max_faces is not None and len(faces) >= max_faces:
                 break
-        return faces
+        return faces, rejected
 
 
 def _same_face(a: np.ndarray, b: np.ndarray) -> bool:

@@ -254,8 +254,8 @@ class EditSettings(EditOptions, Runtime):
     styles: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_style)),
                       Cli("--style", metavar="LAYER:CHANNEL=STRENGTH")] = Field(
         default_factory=list, description="StyleSpace channel edit (repeatable)")
-    sweep: Annotated[str | None, AfterValidator(checked_by(_parse_sweep)), Cli(metavar="NAME=START:STOP:COUNT")] = Field(None, description="grid of strengths, e.g. "
-                                                                   "age=-4:4:9")
+    sweep: Annotated[str | None, AfterValidator(checked_by(_parse_sweep)), Cli(metavar="NAME=START:STOP:COUNT")] = \
+        Field(None, description="grid of strengths, e.g. age=-4:4:9 (with --text: alpha=-4:4:9 or beta=0.08:0.16:5)")
     animate: Annotated[bool, Cli()] = Field(False, description="with --sweep: also write an mp4 per latent")
     fps: Annotated[float, Cli()] = Field(8.0, gt=0, le=240, description="frame rate of --animate")
     transforms: Annotated[Path | None, Cli()] = Field(None, description="landmarks transforms (alignment.json or "
@@ -266,6 +266,14 @@ class EditSettings(EditOptions, Runtime):
     top: Annotated[int, Cli()] = Field(10, ge=1, le=4096, description="how many SeFa directions")
     train_boundary: Annotated[Path | None, Cli()] = Field(None, description="CSV of latent,score: train an "
                                                           "InterFaceGAN boundary")
+    build_clip_directions: Annotated[bool, Cli()] = Field(
+        False, description="compute StyleCLIP s_stats and delta_i_c for --network into --outdir (for --directions)")
+    samples: Annotated[int, Cli()] = Field(300, ge=1, le=100_000, description="images averaged per S channel when "
+                                           "building directions")
+    stats_samples: int = Field(100_000, ge=2, le=10_000_000, description="samples behind the S mean and std of "
+                               "built directions")
+    strength: float | None = Field(None, gt=0, le=100, description="channel move in stds when building directions "
+                                   "(null: 5 for faces, 10 otherwise)")
     step: Annotated[int, Cli()] = Field(-1, ge=-1000, le=1000, description="step of a multi-step latents dict "
                                         "(-1 = last)")
     outdir: Outdir = _outdir("out/edit")

@@ -58,6 +58,12 @@ IndexList = Annotated[list[int] | None, BeforeValidator(parse_index_list), After
 Device = Annotated[str, AfterValidator(_device)]
 
 
+def _not_blank(value: str) -> str:
+    if not str(value).strip():
+        raise ValueError("is empty")
+    return value
+
+
 def _not_empty(value: str | None) -> str | None:
     if value is not None and not str(value).strip():
         raise ValueError("is empty; give a checkpoint file or a registry name (`sgtool models list`)")
@@ -190,6 +196,12 @@ def _parse_named_file(text):
     return parse_named_file(text)
 
 
+def _parse_text_edit(text):
+    from ..editing.styleclip import parse_text_edit
+
+    return parse_text_edit(text)
+
+
 def one_or_many(value):
     """A single text where a list is expected (`--set edits=age=+2`) -> [text]."""
     return [value] if isinstance(value, str) else value
@@ -221,6 +233,25 @@ class EditOptions(Settings):
                                         "$SGTOOL_HOME/directions)")
     direction_set: str = Field("auto", description="which set of named directions (configs/directions.yaml); "
                                "auto: from the generator")
+    texts: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_text_edit)),
+                     Cli("--text", metavar="PROMPT[=ALPHA]")] = Field(
+        default_factory=list, description="StyleCLIP text edit, e.g. \"a smiling face\" or \"a smiling face\"=3 "
+        "(repeatable; the directions add up)")
+    alpha: Annotated[float, Cli()] = Field(4.0, ge=-100, le=100, description="strength of text edits without "
+                                           "their own")
+    beta: Annotated[float, Cli()] = Field(0.13, ge=0, le=1, description="disentanglement threshold of text edits: "
+                                          "S channels less relevant to the text than this stay put")
+    neutral: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
+        "a face", description="the neutral prompt a text edit is measured from")
+    clip_directions: Annotated[Path | None, Cli("--directions", metavar="DIR")] = Field(
+        None, description="folder of the StyleCLIP pair for this generator (delta_i_c.npy + s_stats, or StyleGAN2's "
+        "fs3.npy + S_mean_std; null: the published pair of a known generator)")
+    clip: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
+        "ViT-B-32", description="CLIP architecture: an open_clip model name or a .json model config")
+    clip_weights: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
+        "clip-vit-b-32-openai", description="CLIP weights: a file (.safetensors, .pt) or registry name")
+    templates: Annotated[str, AfterValidator(_not_blank)] = Field(
+        "styleclip-templates", description="prompt templates (one per line with {}): a file or registry name")
 
 
 class InversionOptions(Settings):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ...settings import EditOptions
+from ..edit_texts import TextPrompts
 
 
 def ramp_factors(frames: Sequence[int], seconds: float, fps: Fraction | float) -> np.ndarray:
@@ -23,23 +24,28 @@ def ramp_factors(frames: Sequence[int], seconds: float, fps: Fraction | float) -
 class ClipEdits:
     """The resolved edits (directions loaded and checked against the generator before any work)."""
 
-    def __init__(self, generator, options: EditOptions, ramp_seconds: float, fps: Fraction, hint: str):
+    def __init__(self, generator, options: EditOptions, ramp_seconds: float, fps: Fraction, hint: str,
+                 prompts: TextPrompts | None = None):
         from ...editing.directions import generator_hint
         from ..edit import prepare_edits
 
-        self.request = prepare_edits(generator, options, generator_hint(hint, generator)) if options.edits else None
+        wanted = options.edits or options.texts
+        self.request = prepare_edits(generator, options, generator_hint(hint, generator), prompts) if wanted else None
         self.ramp_seconds = ramp_seconds
         self.fps = fps
 
     def __bool__(self) -> bool:
-        return self.request is not None and bool(self.request.edits)
+        return self.request is not None and bool(self.request.edits or self.request.texts is not None)
 
-    def apply(self, ws: torch.Tensor, frames: Sequence[int]) -> torch.Tensor:
-        """W+ codes [N, num_ws, w_dim] of `frames`, edited at each frame's ramp strength."""
+    def edit(self, generator, ws: torch.Tensor, frames: Sequence[int]):
+        """The codes of W+ `ws` [N, num_ws, w_dim] of `frames`, edited at each frame's ramp strength: W+, or S
+        with text edits (`render.render` draws either). `generator`: the one rendering (a tuned one too)."""
         if not self:
             return ws
-        factors = torch.from_numpy(ramp_factors(frames, self.ramp_seconds, self.fps)).to(ws.dtype).to(ws.device)
-        return ws + factors.view(-1, 1, 1) * (self.request.apply(ws) - ws)
+        factors = torch.from_numpy(ramp_factors(frames, self.ramp_seconds, self.fps)).to(ws.dtype)
+        return self.request.edit(generator, ws, factors)
 
-    def records(self) -> list[dict]:
-        return self.request.records()["edits"] if self else []
+    def records(self) -> dict:
+        """The direction and text edits as a run's summary records them."""
+        records = self.request.records() if self else {"edits": [], "text_edits": []}
+        return {"edits": records["edits"], "text_edits": records["text_edits"]}

@@ -14,6 +14,7 @@ from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import ClipOptions, ExpandFovSettings
 from ...utils.io import to_uint8, write_json
+from ..edit_texts import encode_prompts
 from ..expand_fov import Margins, expand_fov, require_stylegan3
 from .clip import Clip, ClipModels, Stage, run_stages
 from .edits import ClipEdits
@@ -31,9 +32,10 @@ def fov_stage(settings: ExpandFovSettings, margins: Margins, edits: ClipEdits) -
         with ClipVideos(clip, {"fov": size}, ("fov",)) as videos:
             clip.reporter.start("expand frames", clip.frame_count)
             for t in range(clip.frame_count):
-                ws = edits.apply(torch.from_numpy(np.array(latents[t:t + 1], dtype=np.float32)), [t])
+                ws = torch.from_numpy(np.array(latents[t:t + 1], dtype=np.float32)).to(device)
                 base = torch.from_numpy(alignment.inverse_transform[t].astype(np.float32))
-                canvas, _ = expand_fov(generator, ws.to(device), margins, base, settings.overlap, settings.feather)
+                canvas, _ = expand_fov(generator, edits.edit(generator, ws, [t]), margins, base, settings.overlap,
+                                       settings.feather)
                 videos.write("fov", to_uint8(canvas))
                 clip.reporter.advance()
             clip.reporter.finish()
@@ -71,15 +73,16 @@ def expand_video(source, settings: ExpandFovSettings, reporter: Reporter = SILEN
     if margins == Margins():
         raise SgtoolError("nothing to expand: give --left/--right/--top/--bottom or --all in pixels")
     options, adopted = clip_options(settings, reporter)
+    prompts = encode_prompts(settings)
     models = ClipModels(settings.encoder, settings.network, resolve_device(settings.device))
     require_stylegan3(models.generator)
     margins.check(models.generator.img_resolution)
     clip = Clip(source, settings.outdir, options, models, reporter, finder)
-    edits = ClipEdits(models.generator, settings, 0.0, clip.fps, models.name)  # expand-fov edits at full strength
+    edits = ClipEdits(models.generator, settings, 0.0, clip.fps, models.name, prompts)  # edits at full strength
     products = run_stages(clip, (*CLIP_STAGES, fov_stage(settings, margins, edits)))
     fov = products["fov"]
     record = {"source": str(clip.source), "video": fov["video"], "frames": clip.frame_count, "fps": float(clip.fps),
-              "size": fov["size"], "margins": vars(margins), "audio": fov["audio"], "edits": edits.records(),
+              "size": fov["size"], "margins": vars(margins), "audio": fov["audio"], **edits.records(),
               "stages": clip.stages, "cache": clip.keys, "clip_settings": options.record(),
               "clip_settings_from": adopted, "settings": settings.record()}
     write_json(record, Path(settings.outdir) / "expand_fov_video.json")

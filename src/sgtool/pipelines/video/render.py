@@ -14,7 +14,7 @@ from ...settings import VideoSettings
 from ...utils.io import to_uint8
 from ..images import read_image
 from ..paste import SelfieSegmenter, head_mask, paste
-from ..render import render
+from ..render import code_item, render
 from .clip import Clip, Stage
 from .edits import ClipEdits
 from .encode import ClipVideos
@@ -47,19 +47,19 @@ class _Paster:
         ws = torch.from_numpy(np.array(latents[frames[0]:frames[-1] + 1], dtype=np.float32))
         inverse = torch.from_numpy(alignment.inverse_transform[frames].astype(np.float32))
         recon = render(self.generator, ws, inverse) if self.need_recon else None
-        edited, edited_ws = recon, ws
+        edited, edited_code = recon, ws
         if self.need_edit:
-            edited_ws = self.edits.apply(ws, frames)
-            edited = render(self.generator, edited_ws, inverse)
+            edited_code = self.edits.edit(self.generator, ws, frames)
+            edited = render(self.generator, edited_code, inverse)
         for k, t in enumerate(frames):
             frame = next(decoded, None)
             if frame is None:
                 raise SgtoolError(f"{self.clip.source} yielded fewer frames than before ({t} < "
                                   f"{self.clip.frame_count}); pass --force")
             self.frame(t, frame, alignment, to_uint8(recon[k:k + 1])[0] if recon is not None else None,
-                       edited[k] if edited is not None else None, edited_ws[k], inverse[k])
+                       edited[k] if edited is not None else None, code_item(edited_code, k), inverse[k])
 
-    def frame(self, t: int, frame: np.ndarray, alignment: Alignment, recon, edited, edited_ws, inverse) -> None:
+    def frame(self, t: int, frame: np.ndarray, alignment: Alignment, recon, edited, edited_code, inverse) -> None:
         settings, size = self.settings, self.clip.crop_size
         crop = read_image(alignment.crop_path(t))
         landmarks = quad_global(alignment.quad[t], alignment.mask_local[t])
@@ -69,7 +69,7 @@ class _Paster:
         if settings.stitch_steps and self.edits and edited_img is not None:
             inside = head_mask_in_render(landmarks, alignment.crop_quad[t], self.generator.img_resolution,
                                          settings.mask)
-            edited_img, change = stitch_frame(self.generator, edited_ws, inverse, edited, crop, inside,
+            edited_img, change = stitch_frame(self.generator, edited_code, inverse, edited, crop, inside,
                                               settings.stitch_steps, settings.stitch_lr)
             self.stitch_changes.append(change)
         pasted = paste(frame, edited_img, alignment.crop_quad[t], mask, roi) if edited_img is not None else frame

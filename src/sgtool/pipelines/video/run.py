@@ -17,6 +17,7 @@ from ...device import resolve_device
 from ...progress import SILENT, Reporter
 from ...settings import VideoSettings
 from ...utils.io import write_json
+from ..edit_texts import encode_prompts
 from ..smoothing import jitter
 from .cache import publish
 from .clip import Clip, ClipModels, run_stages
@@ -29,10 +30,11 @@ from .stages import CLIP_STAGES, LATENTS_LAYOUT
 def run_video(source, settings: VideoSettings, reporter: Reporter = SILENT, finder=None, lpips_model=None) -> dict:
     """Run every stage for `source` into `settings.outdir` and return the video.json summary."""
     start = time.perf_counter()
+    prompts = encode_prompts(settings)  # CLIP and direction files fail before the generator loads
     models = ClipModels(settings.encoder, settings.network, resolve_device(settings.device))
     clip = Clip(source, settings.outdir, settings, models, reporter, finder, lpips_model)
     # Loading the models and resolving the edits first: a bad checkpoint or direction fails before any decoding.
-    edits = ClipEdits(models.generator, settings, settings.edit_ramp, clip.fps, models.name)
+    edits = ClipEdits(models.generator, settings, settings.edit_ramp, clip.fps, models.name, prompts)
     products = run_stages(clip, (*CLIP_STAGES, render_stage(settings, edits)))
     outdir = Path(settings.outdir)
     cache = clip.cache.root
@@ -54,7 +56,7 @@ def run_video(source, settings: VideoSettings, reporter: Reporter = SILENT, find
                         "smoothed": jitter(np.stack([quad_params(q) for q in aligned.quad]))},
         "latent_jitter": {"raw": jitter(np.asarray(raw).reshape(frames, -1)),
                           "smoothed": jitter(np.asarray(smoothed).reshape(frames, -1))},
-        "edits": edits.records(), "tuned": "tune" in clip.keys, "audio": products["render"]["audio"],
+        **edits.records(), "tuned": "tune" in clip.keys, "audio": products["render"]["audio"],
         "outputs": outputs, "alignment": str(alignment), "latents": str(latents), "latents_layout": LATENTS_LAYOUT,
         "stages": clip.stages, "cache": clip.keys, "seconds": round(time.perf_counter() - start, 3),
         "settings": settings.record(), "encoder": models.encoder, "network": models.network,

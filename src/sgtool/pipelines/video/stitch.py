@@ -26,9 +26,10 @@ def head_mask_in_render(landmarks: np.ndarray, crop_quad: np.ndarray, resolution
     return inside
 
 
-def stitch_frame(generator, ws: torch.Tensor, inverse_transform: torch.Tensor, edited: torch.Tensor,
+def stitch_frame(generator, code, inverse_transform: torch.Tensor, edited: torch.Tensor,
                  crop: np.ndarray, inside: np.ndarray, steps: int, lr: float) -> tuple[np.ndarray, float]:
-    """`steps` Adam steps on a copy of `generator` for one frame: its render of `ws` should equal the
+    """`steps` Adam steps on a copy of `generator` for one frame: its render of `code` (W+ or S, a batch of
+    one) should equal the
     original `crop` (uint8) where `inside` is 0 and the edited render `edited` ([3, R, R]) where it is 1.
     Returns (the stitched crop as uint8, its mean change from the plain edit)."""
     from ..tune import tunable_parameters
@@ -43,14 +44,14 @@ def stitch_frame(generator, ws: torch.Tensor, inverse_transform: torch.Tensor, e
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=lr)
-    ws, transform = ws[None].to(device), inverse_transform[None].to(device)
+    transform = inverse_transform[None].to(device)
     with torch.enable_grad():
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            image = synthesize(tuned, ws, transform)
+            image = synthesize(tuned, code, transform)
             loss = (((image - original) ** 2) * (1 - inside_t)).mean() + (((image - goal) ** 2) * inside_t).mean()
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        image = synthesize(tuned, ws, transform)
+        image = synthesize(tuned, code, transform)
     return to_uint8(image)[0], float((image - goal).abs().mean())
