@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench cuda-check clean
+.PHONY: install test demo bench cuda-check gpu-check clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ bench: install
 # Compiles the CUDA kernels with nvcc (no GPU needed) to catch syntax and type errors.
 cuda-check: install
 	$(BIN)/python -m sgtool.kernels.cuda_check
+
+# On a machine with an NVIDIA GPU: build, parity and speed of every CUDA path (writes gpu_check.json).
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py --out gpu_check.json
 
 clean:
 	rm -rf demo_out bench/results .pytest_cache

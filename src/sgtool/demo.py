@@ -1,6 +1,7 @@
 """`make demo`: the main job end to end on the sample portrait, written to a folder with an index.html.
 
-align -> invert -> tune -> edit (SeFa directions, sweep, animation, a text edit) -> expand-fov -> a short video,
+align -> invert -> tune -> edit (SeFa directions, sweep, animation, a text edit) -> expand-fov -> a short video
+-> the whole photo edited,
 each step run as the real `sgtool` command it documents. With real checkpoints in the model cache
 (`sgtool models download ...`) it uses them; otherwise it builds random-weight TEST models (a tiny
 StyleGAN3 and a ReStyle-pSp encoder with random weights, LPIPS with a random backbone) and says so:
@@ -178,6 +179,11 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
              ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--steps", "1",
               "-o", "6_video", *extra],
              ["6_video/side_by_side.mp4", "6_video/output.mp4"]),
+        Step("Edit the photo", "The whole photo back, every face aligned, inverted, tuned (PTI on its own crop), "
+             "edited and pasted in; the rest of the photo untouched.",
+             ["edit", str(SAMPLE), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--tune",
+              "10", "-o", "7_photo", *(["--set", "pti.lpips_random_backbone=true"] if models.test else []), *extra],
+             ["7_photo/astronaut_sefa0+4_side_by_side.png"]),
     ]
 
 

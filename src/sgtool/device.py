@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from pathlib import Path
+
 import torch
 
 from .errors import SgtoolError
@@ -21,3 +25,44 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise SgtoolError(f"unknown device {name!r}; choose auto, cpu or cuda")
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instructions that make bfloat16 matmuls and convolutions fast
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def bf16_support(device: torch.device) -> str | None:
+    """None when bfloat16 compute is fast on `device`, else why not (one phrase)."""
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this GPU has no bfloat16 support"
+    if device.type == "cpu":
+        return None if cpu_flags() & set(BF16_CPU_FLAGS) else "this CPU has neither AVX512-BF16 nor AMX"
+    return f"bfloat16 is not used on {device.type}"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp32 or bf16: `auto` is bf16 where it is fast, else fp32; bf16 asked for where it is not falls back to fp32
+    with one warning."""
+    if precision == "fp32":
+        return "fp32"
+    missing = bf16_support(device)
+    if missing is None:
+        return "bf16"
+    if precision == "bf16":
+        warnings.warn(f"--precision bf16: {missing}; using float32", RuntimeWarning, stacklevel=2)
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """The generator and LPIPS forward in bfloat16 where `precision` (resolved) is bf16: convolutions and matmuls
+    in bf16, weights, optimizer state and losses stay float32."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -103,7 +103,7 @@ def test_unknown_direction_lists_known_names(sg3, tmp_path):
     ([], "nothing to do"),
     (["--edit", "x=1", "--discover", "sefa"], "separate tasks"),
     (["--edit", "x=up"], "--edit expects NAME=STRENGTH"),
-    (["-e", "foo=1"], "No such option: -e"),  # -e is --encoder in every command; edit has none
+    (["-e", "foo=1"], "foo=1 does not exist"),  # -e is --encoder in every command (edit: for photo inputs)
     (["--edit", "foo=1", "--edit", "foo=2"], "names a direction twice"),
     (["--edit", "foo=1", "--sweep", "foo=-1:1:3"], "also appears in --edit"),
     (["--edit", "foo=1", "--layers", "0-99"], "out of range"),

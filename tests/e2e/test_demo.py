@@ -26,7 +26,7 @@ def test_sample_clip_and_index(tmp_path):
     models = build_test_models(tmp_path / "models")
     steps = plan_steps(models, clip)
     assert [s.args[0] for s in steps] == ["align", "invert", "tune", "edit", "edit", "edit", "edit", "expand-fov",
-                                         "video"]
+                                         "video", "edit"]
     (tmp_path / "1_align").mkdir()
     (tmp_path / "1_align" / "x.png").write_bytes(b"")
     steps = [Step("Align", "about <it>", ["align", "a b.jpg"], ["1_align/x.png", "1_align/missing.png"], 1.5)]

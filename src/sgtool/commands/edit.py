@@ -17,12 +17,14 @@ from .options import Run, command
 @command(EditSettings, "edit", after_load=resolve_checkpoints)
 def edit(settings: EditSettings, run: Run,
          latents: Annotated[Optional[list[str]], typer.Argument(
-             help="NAME_latent.npy files, stylegan3-editing latents.npy dicts or quoted globs.",
+             help="NAME_latent.npy files, stylegan3-editing latents.npy dicts, photos (edited whole) or quoted "
+                  "globs; or the folder of an earlier photo run.",
              show_default=False)] = None,
          shard: ShardOpt = None):
-    """Edit inverted latents (InterFaceGAN directions, StyleSpace channels, StyleCLIP text edits), sweep
-    strengths, discover SeFa directions, build StyleCLIP directions or train a boundary."""
-    plan = plan_edit(latents or [], settings, parse_shard(shard))
+    """Edit inverted latents or whole photos (InterFaceGAN directions, StyleSpace channels, StyleCLIP text
+    edits), sweep strengths, mix styles, discover SeFa directions, build StyleCLIP directions or train a
+    boundary."""
+    plan = plan_edit(latents or [], settings, parse_shard(shard), run.given)
     banner = random_weights_warning(plan)
     if banner:
         run.say(f"[yellow]{banner}[/]")
@@ -43,6 +45,12 @@ def _message(plan: EditPlan, summary: dict) -> str:
         done = "already built" if summary["status"] == "skipped" else "wrote"
         return (f"{done} {summary['delta_i_c']} and {summary['s_stats']}; use them with --text PROMPT "
                 f"--directions {out}")
+    if plan.task == "mix":
+        return f"wrote {summary['outputs']['grid']} ({len(summary['rows'])} x {len(summary['cols'])} mixes)"
+    if plan.task == "photo":
+        counts = summary["counts"]
+        return (f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in "
+                f"{out / shard_file_name('edits.json', plan.shard)})")
     if plan.task == "sefa":
         return (f"wrote {len(summary['directions'])} SeFa directions to {out}/ (sefa_00.npy is the strongest; "
                 f"preview {summary['preview']}); use one with --direction NAME=FILE")

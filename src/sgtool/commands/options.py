@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 
 from ..settings.base import (Cli, Settings, choices_of, key_of, load_settings, metadata_of, nest, ordered_fields,
-                             section_model, unwrap_optional)
+                             read_config_file, section_model, unwrap_optional)
 from .common import console, emit_json, reports_errors
 
 _METAVARS = {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}
@@ -161,7 +161,12 @@ def command(model: type[Settings], name: str, after_load: Callable[[Settings], S
                 if given is not None:
                     _put(values, nest(list(item.path), given))
                     on_command_line.add(".".join(item.path))
-            settings = load_settings(model, name, kwargs.pop("config"), kwargs.pop("set_") or (), values)
+            config, overrides = kwargs.pop("config"), kwargs.pop("set_") or ()
+            settings = load_settings(model, name, config, overrides, values)
+            # Settings given any way but by default (a re-run of a recorded photo folder keeps the rest).
+            on_command_line |= {text.partition("=")[0].strip() for text in overrides}
+            if config is not None:
+                on_command_line |= set(read_config_file(config))
             if after_load is not None:
                 settings = after_load(settings)
             return func(settings, Run(json=kwargs.pop("json_out"), given=frozenset(on_command_line)), **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
 from .dispatch import upfirdn2d
@@ -100,6 +102,10 @@ def modulated_conv2d_sg2(x, weight, styles, noise=None, up=1, down=1, padding=0,
     """StyleGAN2's modulated convolution, fused (grouped conv) or as scale-conv-scale."""
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Keep float16 in range: scale weights and styles down; the demodulation cancels the scale.
+        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = dcoefs = None
     if demodulate or fused_modconv:
         w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
@@ -124,5 +130,5 @@ def modulated_conv2d_sg2(x, weight, styles, noise=None, up=1, down=1, padding=0,
                         flip_weight=flip_weight)
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise
+        x = x + noise.to(x.dtype)
     return x

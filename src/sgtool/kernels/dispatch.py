@@ -68,7 +68,14 @@ def _module(op: str, x, *others):
     return module
 
 
+def _float32(*tensors):
+    """bfloat16 inputs (from an autocast region) as float32: these ops are memory-bound, gain nothing from
+    bf16 and keep the compiled kernels, which take float32."""
+    return [t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t for t in tensors]
+
+
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    x, b = _float32(x, b)
     module = _module("bias_act", x, b.detach() if b is not None else None)
     # Anything unusual (unknown activation, misfit bias) goes to the reference, which explains it.
     fits = act in jit_ops.ACT_INDEX and x.ndim > 0 and (b is None or (b.ndim == 1 and b.shape[0] == x.shape[dim]))
@@ -78,6 +85,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
 
 
 def upfirdn2d(x, f=None, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    x, f = _float32(x, f)
     module = _module("upfirdn2d", x, f)
     if module is None or x.ndim != 4 or (f is not None and f.ndim not in (1, 2)):
         return ref.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
@@ -86,6 +94,7 @@ def upfirdn2d(x, f=None, up=1, down=1, padding=0, flip_filter=False, gain=1):
 
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2, clamp=None,
                    flip_filter=False):
+    x, fu, fd, b = _float32(x, fu, fd, b)
     module = _module("filtered_lrelu", x, fu, fd, b.detach() if b is not None else None)
     if module is None or x.ndim != 4 or any(f is not None and f.ndim not in (1, 2) for f in (fu, fd)) or \
             (b is not None and b.shape != (x.shape[1],)):

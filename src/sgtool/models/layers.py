@@ -91,3 +91,12 @@ class MappingNetwork(nn.Module):
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
             x = torch.cat([self.w_avg.lerp(x[:, :cutoff], truncation_psi), x[:, cutoff:]], dim=1)
         return x
+
+
+# Where layers marked fp16 run in float16 when fp32 is not forced (NVIDIA: CUDA only; tests add "cpu").
+FP16_DEVICES = ["cuda"]
+
+
+def layer_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
+    """float16 for a layer NVIDIA marks fp16 (`num_fp16_res`) unless fp32 is forced, on FP16_DEVICES."""
+    return torch.float16 if use_fp16 and not force_fp32 and device.type in FP16_DEVICES else torch.float32

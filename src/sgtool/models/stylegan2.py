@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import kernels
 from ..kernels.ref import ACTIVATIONS, filter_size
-from .layers import FullyConnectedLayer, MappingNetwork
+from .layers import FullyConnectedLayer, MappingNetwork, layer_dtype
 
 
 def upsample2d(x, f, up=2):
@@ -146,21 +146,24 @@ class SynthesisBlock(nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter)
 
-    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, **unused):
+    def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=True, **unused):
         w_iter = iter(ws.unbind(dim=1))
+        dtype = layer_dtype(self.use_fp16, force_fp32, ws.device)
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
         if fused_modconv == "inference_only":
             fused_modconv = not self.training
         if self.in_channels == 0:
-            x = self.const.to(torch.float32).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         elif self.architecture == "resnet":
+            x = x.to(dtype)
             y = self.skip(x, gain=np.sqrt(0.5))
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv, gain=np.sqrt(0.5))
             x = y + x
         else:
+            x = x.to(dtype)
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         if img is not None:
@@ -206,7 +209,7 @@ class SynthesisNetwork(nn.Module):
             # Consecutive blocks share a w: a block's torgb uses the next block's first conv code.
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, **block_kwargs)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, **block_kwargs)
         return img
 
 

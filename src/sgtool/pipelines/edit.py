@@ -37,6 +37,8 @@ from .batch import StopRequest
 from .clip_directions import BuildOptions, build_clip_directions
 from .edit_requests import EditRequest, edit_and_render, prepare_edits, prepare_request
 from .edit_texts import TextPrompts, encode_prompts
+from .mixing import mix_run, plan_mix
+from .photo import edit_photos, recorded_run, resume_settings
 from .edit_sweeps import labelled_grid, sweep_row, sweep_tag, write_animation, write_sweep_grid
 from .render import device_of, render
 from .transforms import TransformTable
@@ -57,12 +59,19 @@ class EditPlan:
     latents: list[Path] = field(default_factory=list)
     shard: Shard | None = None
     transforms: TransformTable | None = None
+    photos: list[Path] = field(default_factory=list)  # photo inputs: edited whole (`pipelines.photo`)
 
 
-def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shard | None = None) -> EditPlan:
-    """Which task the settings ask for and on which files; bad usage fails here (nothing loaded or written)."""
+def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shard | None = None,
+              given_keys: frozenset[str] = frozenset()) -> EditPlan:
+    """Which task the settings ask for and on which files; bad usage fails here (nothing loaded or written).
+
+    Inputs are latent files, or photos (edited whole), or a folder an earlier photo run wrote (its photos
+    again, with its models and inversion settings unless `given_keys`, the settings given now, say otherwise).
+    """
     given = [flag for flag, value in (("--train-boundary", settings.train_boundary), ("--discover", settings.discover),
                                       ("--build-clip-directions", settings.build_clip_directions),
+                                      ("--mix", settings.mix),
                                       ("--edit/--style/--text/--sweep",
                                        settings.edits or settings.styles or settings.texts or settings.sweep))
              if value]
@@ -71,8 +80,8 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if not given:
         raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style, --text PROMPT, --sweep, --discover "
                           "sefa, --build-clip-directions or --train-boundary scores.csv")
-    task = {"--train-boundary": "boundary", "--discover": "sefa",
-            "--build-clip-directions": "clip-directions"}.get(given[0], "edit")
+    task = {"--train-boundary": "boundary", "--discover": "sefa", "--build-clip-directions": "clip-directions",
+            "--mix": "mix"}.get(given[0], "edit")
     if task != "edit" and shard is not None:
         raise SgtoolError(f"--shard splits a batch of latents to edit; run {given[0]} without it")
     if task in ("boundary", "clip-directions"):
@@ -80,15 +89,35 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
             reads = "reads the latents its CSV names" if task == "boundary" else "samples its own latents"
             raise SgtoolError(f"{given[0]} {reads}; drop the LATENTS arguments")
         return EditPlan(task, settings)
+    if task == "mix":
+        return plan_mix(latents, settings)
     if task == "edit" and not latents:
-        raise SgtoolError("give the latent files to edit: sgtool edit out/invert/*_latent.npy --edit age=+2")
+        raise SgtoolError("give the latent files to edit (or photos): sgtool edit out/invert/*_latent.npy --edit age=+2")
+    recorded = [recorded_run(Path(path)) if Path(path).is_dir() else None for path in latents]
+    if any(recorded):
+        if len(latents) != 1:
+            raise SgtoolError(f"{latents[recorded.index(next(r for r in recorded if r))]} is the folder of an earlier "
+                              "photo run: give it alone to edit its photos again")
+        settings = resume_settings(recorded[0], settings, given_keys)
+        if "outdir" not in given_keys:
+            settings = settings.model_copy(update={"outdir": Path(latents[0])})
+        latents = recorded[0]["photos"]
+    for path in map(Path, latents):
+        if path.is_dir() and any(p.suffix.lower() in LATENT_SUFFIXES for p in path.iterdir()):
+            raise SgtoolError(f"{path} is a directory; give the latent files in it "
+                              f"('{path}/*_latent.npy', quoted) or the latents.npy dict that sgtool invert wrote there")
+    files = collect(latents, LATENT_SUFFIXES | IMAGE_SUFFIXES, "latent or photo") if latents else []
+    photos = [path for path in files if path.suffix.lower() in IMAGE_SUFFIXES]
+    if photos:
+        if len(photos) != len(files):
+            raise SgtoolError("give photos or latent files, not both, in one call")
+        if settings.encoder and settings.network == EditSettings.model_fields["network"].default:
+            settings = settings.model_copy(update={"network": None})  # the encoder's decoder renders
+        return EditPlan("photo", settings, [], shard, None, photos)
+    if settings.encoder:
+        raise SgtoolError("--encoder is for photo inputs (inverted first); latent files are edited with --network")
     if settings.sweep and shard is not None:
         raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")
-    for path in map(Path, latents):
-        if path.is_dir():
-            raise SgtoolError(f"{path} is a directory; give the latent files in it ('{path}/*_latent.npy', quoted) "
-                              f"or the latents.npy dict that sgtool invert wrote there")
-    files = collect(latents, LATENT_SUFFIXES, "latent") if latents else []
     transforms = None
     if task == "edit" and settings.transforms is not None and not settings.aligned:
         transforms = TransformTable.read(settings.transforms)
@@ -112,9 +141,20 @@ def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dic
     if plan.task == "boundary":
         return train_boundary_run(settings)
     clip = load_clip(settings.clip_weights, clip_model(settings.clip)) if plan.task == "clip-directions" else None
-    prompts = encode_prompts(settings) if plan.task == "edit" else None  # CLIP files fail before the generator
+    prompts = encode_prompts(settings) if plan.task in ("edit", "photo") else None  # CLIP files fail first
+    if plan.task == "photo":
+        from .invert import load_models
+
+        encoder, decoder = load_models(settings.encoder, settings.network, resolve_device(settings.device),
+                                       need="editing photos")
+        generator = generator if generator is not None else decoder
+        request = prepare_request(generator, settings, generator_hint(settings.network or settings.encoder,
+                                                                      generator), prompts)
+        return edit_photos(plan.photos, settings, generator, encoder, request, plan.shard, reporter)
     if generator is None:
         generator = load_generator(settings.network, device=resolve_device(settings.device))
+    if plan.task == "mix":
+        return mix_run(plan, generator, reporter)
     if plan.task == "sefa":
         return discover_directions(generator, settings, plan.latents)
     if plan.task == "clip-directions":

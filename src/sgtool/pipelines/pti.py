@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import autocast, resolve_precision
 from ..errors import SgtoolError
 from ..settings import PtiOptions
 from .memory import activation_checkpointing
@@ -134,6 +135,7 @@ class PivotalTuner:
         self.last_lpips = [math.nan] * len(self.targets)
         self.history: list[dict] = []
         self.step_index = 0
+        self.precision = resolve_precision(settings.precision, self.device)
         checkpointing = settings.checkpoint_activations
         self.checkpoint_activations = generator.img_resolution >= 512 if checkpointing == "auto" else checkpointing
 
@@ -178,9 +180,11 @@ class PivotalTuner:
         self.optimizer.zero_grad(set_to_none=True)
         saving = self.checkpoint_activations
         with activation_checkpointing(self.tuned, saving), activation_checkpointing(self.original, saving):
-            images = synthesize(self.tuned, pivots, transforms, s.noise_mode)
+            with autocast(self.precision, self.device):
+                images = synthesize(self.tuned, pivots, transforms, s.noise_mode)
+                lpips_each = _lpips_per_image(self.lpips, images, targets).float()
+            images = images.float()
             mse = F.mse_loss(images, targets)
-            lpips_each = _lpips_per_image(self.lpips, images, targets)
             for i, value in zip(indices.tolist(), lpips_each.detach().cpu().tolist()):
                 self.last_lpips[i] = value
             # Joint runs stop once every image's latest LPIPS is below the threshold (unseen ones are NaN).
@@ -194,11 +198,12 @@ class PivotalTuner:
             if s.locality and step % s.locality_interval == 0:
                 codes = self.locality_codes(pivots, step)
                 code_transforms = self._batch_transforms(indices, s.locality_samples)
-                with torch.no_grad():
-                    anchor = synthesize(self.original, codes, code_transforms, "none")
-                moved = synthesize(self.tuned, codes, code_transforms, "none")
-                locality = (s.locality_l2_weight * F.mse_loss(moved, anchor)
-                            + s.locality_lpips_weight * _lpips_per_image(self.lpips, moved, anchor).mean())
+                with autocast(self.precision, self.device):
+                    with torch.no_grad():
+                        anchor = synthesize(self.original, codes, code_transforms, "none").float()
+                    moved = synthesize(self.tuned, codes, code_transforms, "none")
+                    close = _lpips_per_image(self.lpips, moved, anchor).float().mean()
+                locality = s.locality_l2_weight * F.mse_loss(moved.float(), anchor) + s.locality_lpips_weight * close
                 locality.backward()
                 record["locality"] = locality.item()
                 record["loss"] += record["locality"]

@@ -163,6 +163,9 @@ class PtiOptions(Settings):
     noise_mode: NoiseMode = Field("const", description="StyleGAN2 noise inputs")
     checkpoint_activations: Literal["auto"] | bool = Field("auto", description="recompute layer internals in "
                                                            "backward (auto: from 512 px)")
+    precision: Annotated[Literal["auto", "fp32", "bf16"], Cli()] = Field(
+        "auto", description="bf16: generator and LPIPS convolutions in bfloat16 (weights, Adam and losses float32); "
+        "auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU does it fast, else fp32")
 
     @field_validator("save_every", mode="before")
     @classmethod
@@ -251,6 +254,23 @@ StrengthRange = Annotated[tuple[float, float, int], BeforeValidator(_strength_ra
 class EditSettings(EditOptions, Runtime):
     network: Annotated[GeneratorRef, Cli(short="-n")] = Field("tiny-stylegan3-t", description="generator the "
                                                               "latents belong to (a tuned one too)")
+    encoder: Annotated[EncoderRef, Cli(short="-e")] = Field(None, description="encoder for photo inputs (they are "
+                                                            "aligned and inverted first)")
+    faces: Annotated[IndexList, Cli("--face", metavar="LIST")] = Field(
+        None, description="photo inputs: which faces, largest first, e.g. 0 or 0-2 (null: every face)")
+    tune_steps: Annotated[int, Cli("--tune", metavar="STEPS")] = Field(
+        0, ge=0, le=100_000, description="photo inputs: PTI steps per face on its unaligned crop (0: none)")
+    pti: PtiOptions = Field(default_factory=lambda: PtiOptions(save_every=None),
+                            description="PTI of --tune (its steps come from --tune)")
+    invert: InversionOptions = Field(default_factory=InversionOptions, description="how photo faces are inverted")
+    mask: Mask = Field(default_factory=Mask, description="photo inputs: paste-back mask (fractions of the face size)")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="quality of edited photos written as JPEG")
+    mix: Annotated[bool, Cli()] = Field(False, description="style mixing: the --layers style inputs of the column "
+                                        "latents (or --mix-cols seeds) over the row ones")
+    mix_rows: Annotated[str | None, AfterValidator(checked_by(_seed_ranges)), Cli(metavar="SEEDS")] = Field(
+        None, description="--mix with seeds: the row seeds, e.g. 0-3")
+    mix_cols: Annotated[str | None, AfterValidator(checked_by(_seed_ranges)), Cli(metavar="SEEDS")] = Field(
+        None, description="--mix with seeds: the column seeds")
     styles: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_style)),
                       Cli("--style", metavar="LAYER:CHANNEL=STRENGTH")] = Field(
         default_factory=list, description="StyleSpace channel edit (repeatable)")
@@ -293,6 +313,8 @@ class EditSettings(EditOptions, Runtime):
     boundary_split: float = Field(0.7, gt=0, lt=1, description="training share of those")
     boundary_seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the split")
     boundary_space: Literal["w", "wplus"] = Field("w", description="w (rows of each W+ averaged) or wplus")
+
+    cli_nested: ClassVar = {"invert.method": Cli("--method", short="-m")}
 
 
 # --------------------------------------------------------------------------------------------------

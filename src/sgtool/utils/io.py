@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -78,14 +79,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return converted.permute(0, 2, 3, 1).numpy() if converted.ndim == 4 else converted.permute(1, 2, 0).numpy()
 
 
-def save_image(image: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write an RGB (or greyscale) image atomically; tensors are converted with `to_uint8`."""
+def save_image(image: np.ndarray | torch.Tensor, path: str | os.PathLike, quality: int | None = None) -> Path:
+    """Write an RGB (or greyscale) image atomically; tensors are converted with `to_uint8`. `quality`: of JPEG and
+    WebP files."""
     if isinstance(image, torch.Tensor):
         image = to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    image_format = _image_format(path)
+    options = {"quality": quality} if quality is not None and image_format in ("JPEG", "WEBP") else {}
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format=_image_format(path))
+        Image.fromarray(image).save(tmp, format=image_format, **options)
     return Path(path)
 
 
@@ -129,3 +133,15 @@ def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
         r, k = divmod(i, cols)
         grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
     return grid
+
+
+def digest(data) -> str:
+    """A short key of JSON-able data (cache keys)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_identity(path) -> dict:
+    """What says a file is still the one a cached result came from."""
+    path = Path(path)
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -11,7 +11,6 @@ under a temporary name and renamed, so a kill never leaves a half-written file b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -23,17 +22,6 @@ import numpy as np
 from ...utils.io import atomic_path, write_json
 
 CACHE_VERSION = 2  # bump when a stage's products change meaning
-
-
-def digest(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_identity(path) -> dict:
-    """What says a file is still the one a cached result came from."""
-    path = Path(path)
-    stat = path.stat()
-    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 class StageEntry:

@@ -21,7 +21,8 @@ from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import ClipOptions
 from ..video_io import VideoInfo, decode_frames, probe
-from .cache import CACHE_VERSION, StageCache, StageEntry, digest, file_identity
+from ...utils.io import digest, file_identity
+from .cache import CACHE_VERSION, StageCache, StageEntry
 
 
 def default_fine_layers(num_ws: int) -> list[int]:

@@ -24,7 +24,8 @@ from ...utils.io import save_image, save_npy, write_json
 from ..align import crop_from_quad, crop_quad_from, quad_from_landmarks, transform_between, transform_parameters
 from ..images import encoder_input, generator_target, read_image
 from ..smoothing import smooth, smooth_into
-from .cache import StageEntry, file_identity, save_npz, written_memmap
+from ...utils.io import file_identity
+from .cache import StageEntry, save_npz, written_memmap
 from .clip import Clip, Stage
 from .quads import fill_missing, nearest_found, quad_from_params, quad_local, quad_params
 from .tracking import Track, read_track, track_clip
