@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +28,7 @@ def child(arch: str, precision: str, resolution: int, steps: int) -> None:
 
     sys.path.insert(0, str(HERE))
     from gpu_check import make_generator, sample_ws
+    from timing import median_seconds
 
     from sgtool.pipelines.pti import PivotalTuner, TuneTarget
     from sgtool.settings import PtiOptions
@@ -39,13 +38,8 @@ def child(arch: str, precision: str, resolution: int, steps: int) -> None:
     target = TuneTarget("t", torch.rand(3, resolution, resolution) * 2 - 1, sample_ws(generator, 1)[0])
     tuner = PivotalTuner(generator, [target], PtiOptions(steps=10_000, lpips_random_backbone=True,
                                                          precision=precision, lpips_threshold=0.0))
-    tuner.step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        tuner.step()
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": statistics.median(times), "used": tuner.precision,
+    seconds = median_seconds(tuner.step, steps, warmup=True)
+    print(json.dumps({"seconds": seconds, "used": tuner.precision,
                       "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 
 

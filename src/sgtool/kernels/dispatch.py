@@ -68,9 +68,13 @@ def _module(op: str, x, *others):
     return module
 
 
-def _float32(*tensors):
-    """bfloat16 inputs (from an autocast region) as float32: these ops are memory-bound, gain nothing from
-    bf16 and keep the compiled kernels, which take float32."""
+def _float32(x, *others):
+    """Inside a bfloat16 autocast region (PTI's --precision bf16), bf16 inputs as float32: these ops are
+    memory-bound, gain nothing from bf16 and keep the compiled kernels, which take float32. Outside one, a
+    bf16 call stays bf16 (and runs on the reference)."""
+    tensors = (x, *others)
+    if not (isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type)):
+        return list(tensors)
     return [t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t for t in tensors]
 
 

@@ -163,9 +163,10 @@ class PtiOptions(Settings):
     noise_mode: NoiseMode = Field("const", description="StyleGAN2 noise inputs")
     checkpoint_activations: Literal["auto"] | bool = Field("auto", description="recompute layer internals in "
                                                            "backward (auto: from 512 px)")
-    precision: Annotated[Literal["auto", "fp32", "bf16"], Cli()] = Field(
-        "auto", description="bf16: generator and LPIPS convolutions in bfloat16 (weights, Adam and losses float32); "
-        "auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU does it fast, else fp32")
+    precision: Annotated[Literal["fp32", "bf16", "auto"], Cli()] = Field(
+        "fp32", description="bf16: generator and LPIPS convolutions in bfloat16 (weights, Adam and losses float32; "
+        "measured slower for StyleGAN3-R at 1024 px on a 2-core Zen 4, see bench/README.md); auto: bf16 where the "
+        "CPU (AVX512-BF16/AMX) or GPU has it")
 
     @field_validator("save_every", mode="before")
     @classmethod
