@@ -48,10 +48,12 @@ def main():
         total = timeit(lambda: align_image(image, size=SIZE, min_face_size=MIN_FACE, finder=finder))
         detect = timeit(lambda: finder.detect(image, min_face_size=MIN_FACE))
         mesh = timeit(lambda: [finder.mesh(image, d) for d in detections])
+        confirm = timeit(lambda: [finder.confirmed(finder.upright_crop(image, d)[0]) for d in detections])
         render = timeit(lambda: [crop_from_quad(image, q, SIZE) for q in quads])
         render_crop = timeit(lambda: [crop_from_quad(image, crop_quad_from(q), SIZE) for q in quads])
         for stage, seconds in (("align_image (all)", total), ("  detector pyramid", detect),
-                               ("  face mesh", mesh), ("  aligned warp x4 + Lanczos", render),
+                               ("  face mesh", mesh), ("  confirmation pass", confirm),
+                               ("  aligned warp x4 + Lanczos", render),
                                ("  unaligned crop warp", render_crop)):
             rows.append((name, count, stage, seconds, count / seconds if seconds > 0 else float("inf"),
                          seconds / total))

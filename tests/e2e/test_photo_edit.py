@@ -141,6 +141,8 @@ def test_photos_and_latents_are_not_mixed_and_a_missing_face_is_named(models, tw
     assert result.exit_code == 2 and "not both" in result.output
     result = edit(path, *model_args(models), "--edit", "d=1", "--face", 5, "-o", tmp_path / "o")
     assert result.exit_code == 2 and "--face 5" in result.output and "2 face(s)" in result.output
+    result = edit(path, "-n", models[0].network, "--direction", f"d={models[1]}", "--edit", "d=1", "-o", tmp_path / "p")
+    assert result.exit_code == 2 and "pass --encoder" in result.output and not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("name", ["sg3t_64", "sg2_64"])

@@ -96,8 +96,8 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     recorded = [recorded_run(Path(path)) if Path(path).is_dir() else None for path in latents]
     if any(recorded):
         if len(latents) != 1:
-            raise SgtoolError(f"{latents[recorded.index(next(r for r in recorded if r))]} is the folder of an earlier "
-                              "photo run: give it alone to edit its photos again")
+            folder = next(path for path, record in zip(latents, recorded) if record)
+            raise SgtoolError(f"{folder} is the folder of an earlier photo run: give it alone to edit its photos again")
         settings = resume_settings(recorded[0], settings, given_keys)
         if "outdir" not in given_keys:
             settings = settings.model_copy(update={"outdir": Path(latents[0])})
@@ -111,6 +111,9 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if photos:
         if len(photos) != len(files):
             raise SgtoolError("give photos or latent files, not both, in one call")
+        if settings.invert.method != "optimize" and not settings.encoder:
+            raise SgtoolError("photo inputs are inverted first: pass --encoder (a ReStyle, pSp, e4e or HyperStyle "
+                              "checkpoint or registry name), or --method optimize with --network")
         if settings.encoder and settings.network == EditSettings.model_fields["network"].default:
             settings = settings.model_copy(update={"network": None})  # the encoder's decoder renders
         return EditPlan("photo", settings, [], shard, None, photos)

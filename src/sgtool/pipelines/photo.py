@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,7 +28,7 @@ from ..models import load_generator, save_generator
 from ..progress import SILENT, Reporter
 from ..settings import EditSettings
 from ..utils.io import digest, file_identity, save_image, save_npy, to_uint8, write_json
-from .align import align_image
+from .align import DEFAULT_MIN_FACE, align_image
 from .batch import Batch, Item
 from .edit_requests import EditRequest
 from .edit_sweeps import labelled_grid, sweep_tag, write_animation
@@ -48,7 +49,7 @@ class PhotoFace:
 
     index: int
     record: dict  # the alignment record (quads, transforms)
-    landmarks: np.ndarray  # 478x2 mesh points in photo pixels (the paste mask)
+    mask: tuple  # (soft head mask, its (y0, y1, x0, x1) in the photo): where the render is pasted
     crop: np.ndarray  # the unaligned crop, uint8
     latent: torch.Tensor  # [num_ws, w_dim]
     generator: torch.nn.Module
@@ -137,8 +138,8 @@ class PhotoEditor:
             if self.settings.tune_steps:
                 generator, cached = self._tune(item, index, face_dir, aligned[index], latent)
                 tune_cached.append(cached)
-            faces.append(PhotoFace(index, aligned[index]["record"], aligned[index]["landmarks"],
-                                   aligned[index]["crop"], latent, generator))
+            mask = head_mask(aligned[index]["landmarks"], photo.shape, self.settings.mask)
+            faces.append(PhotoFace(index, aligned[index]["record"], mask, aligned[index]["crop"], latent, generator))
         stages["invert"] = {"seconds": round(time.perf_counter() - start, 3), "cached": all(invert_cached),
                             "faces": len(chosen)}
         if self.settings.tune_steps:
@@ -173,7 +174,9 @@ class PhotoEditor:
         found = align_image(photo, size=self.generator.img_resolution, recipe=settings.invert.align_recipe,
                             rejected=rejected)
         if not found:
-            raise SgtoolError(f"no face found in {item.source}")
+            why = f" ({len(rejected)} candidate(s) rejected: {rejected[0].reason})" if rejected else ""
+            raise SgtoolError(f"no face found in {item.source}{why}; faces need to be at least {DEFAULT_MIN_FACE} "
+                              "px across and unobstructed (sgtool align shows what is found)")
         faces = []
         for k, face in enumerate(found):
             face_dir = folder / f"face{k}"
@@ -246,8 +249,7 @@ class PhotoEditor:
         for face in faces:
             code = request.edit(face.generator, face.latent[None].to(_device(face.generator)))
             image = to_uint8(render(face.generator, code, face.transform(), request.noise_mode))[0]
-            mask, roi = head_mask(face.landmarks, photo.shape, self.settings.mask)
-            out = paste(out, image, face.paste_quad(), mask, roi)
+            out = paste(out, image, face.paste_quad(), *face.mask)
             renders.append(image)
         return out, renders
 
@@ -286,13 +288,7 @@ def _shrunk(image: np.ndarray) -> np.ndarray:
     if image.shape[1] <= GRID_WIDTH:
         return image
     height = max(1, round(image.shape[0] * GRID_WIDTH / image.shape[1]))
-    return resized_to(image, GRID_WIDTH, height)
-
-
-def resized_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (GRID_WIDTH, height), interpolation=cv2.INTER_AREA)
 
 
 def _identity(ref) -> dict | str | None:
@@ -320,8 +316,7 @@ def edit_photos(photos: list[Path], settings: EditSettings, generator, encoder, 
     edits.json summary. OUTDIR/photo_edits.json remembers the photos and settings for later edits."""
     from .invert import check_method, projection_lpips
 
-    if settings.invert.method != "optimize" or settings.encoder:
-        check_method(settings.invert.method, encoder)
+    check_method(settings.invert.method, encoder)
     lpips_model = projection_lpips(settings.invert, _device(generator)) \
         if settings.invert.method in ("optimize", "hybrid") else None
     editor = PhotoEditor(settings, generator, encoder, request, lpips_model, reporter)

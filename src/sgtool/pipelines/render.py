@@ -76,4 +76,4 @@ def cat_codes(codes: Sequence):
     """One batch of several batches of codes (all W+ or all S)."""
     if isinstance(codes[0], Mapping):
         return {name: torch.cat([code[name] for code in codes]) for name in codes[0]}
-    return torch.cat([code for code in codes])
+    return torch.cat(list(codes))
