@@ -16,6 +16,7 @@ from .commands.info import info
 from .commands.invert import invert
 from .commands.merge_manifests import merge_manifests
 from .commands.models import models_app
+from .commands.train_encoder import train_encoder
 from .commands.tune import tune
 from .commands.video import video
 
@@ -36,6 +37,7 @@ app.command("tune")(tune)
 app.command("edit")(edit)
 app.command("video")(video)
 app.command("expand-fov")(expand_fov)
+app.command("train-encoder")(train_encoder)
 app.command("convert")(convert)
 app.add_typer(models_app, name="models")
 app.command("merge-manifests")(merge_manifests)

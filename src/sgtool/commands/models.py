@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -42,8 +43,13 @@ def _size_text(size: int | None) -> str:
 
 @models_app.command("list")
 @reports_errors
-def list_models(kind: KindOpt = None, json_out: JsonOption = False):
+def list_models(kind: KindOpt = None, json_out: JsonOption = False,
+                runs: Annotated[Optional[Path], typer.Option("--runs", help="List the train-encoder runs under this "
+                                                             "folder instead (their best.pt loads with --encoder).")]
+                = None):
     """Show every registry name, what it is, and whether it is in the cache."""
+    if runs is not None:
+        return _list_runs(runs, Run(json=json_out))
     rows = []
     for entry in _entries(kind):
         path = hub.cached_path(entry)
@@ -60,6 +66,19 @@ def list_models(kind: KindOpt = None, json_out: JsonOption = False):
     run.report(rows, table)
     run.say("Licences: `sgtool models list --json` (most weights are non-commercial). "
             "Fetch one with `sgtool models download NAME`.")
+
+
+def _list_runs(folder: Path, run: Run) -> None:
+    from ..pipelines.train_encoder import find_runs
+
+    found = find_runs(folder)
+    table = Table(title=f"encoder runs under {folder}", title_justify="left")
+    for column in ("run", "arch", "status", "step", "best val loss", "best"):
+        table.add_column(column, overflow="fold")
+    for row in found:
+        loss = "" if row["best_val_loss"] is None else f"{row['best_val_loss']:.4f}"
+        table.add_row(row["run"], row["arch"], row["status"], str(row["step"]), loss, row["best"] or "")
+    run.report({"runs": found}, table if found else f"no train-encoder runs under {folder}")
 
 
 @models_app.command("download")

@@ -20,6 +20,12 @@ class Stage(NamedTuple):
     num_units: int
 
 
+def scaled(channels: int, width: float) -> int:
+    """A layer's channels at a width multiplier (1.0: the released networks; smaller: tiny test and
+    experiment encoders that no reference code can load)."""
+    return max(1, int(round(channels * width)))
+
+
 # Depth -> four stages; the first unit of each stage halves the resolution.
 IR_STAGES = {
     50: (Stage(64, 64, 3), Stage(64, 128, 4), Stage(128, 256, 14), Stage(256, 512, 3)),
@@ -31,8 +37,9 @@ IR_STAGES = {
 class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, bias=False)
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=False)
 
     def forward(self, x):
         scale = F.adaptive_avg_pool2d(x, 1)
@@ -61,19 +68,27 @@ class IRUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def ir_body(num_layers: int = 50, squeeze_excite: bool = True) -> nn.Sequential:
+def ir_stage_channels(width: float = 1.0) -> tuple[int, int, int, int]:
+    """Output channels of the four IR stages (64, 128, 256, 512 at width 1)."""
+    return tuple(scaled(c, width) for c in (64, 128, 256, 512))
+
+
+def ir_body(num_layers: int = 50, squeeze_excite: bool = True, width: float = 1.0) -> nn.Sequential:
     """The residual units of IR(-SE)-50/100/152: 64 channels at full input size -> 512 at 1/16."""
     if num_layers not in IR_STAGES:
         raise ValueError(f"IR backbone depth must be one of {sorted(IR_STAGES)}, got {num_layers}")
     units = []
     for stage in IR_STAGES[num_layers]:
-        units.append(IRUnit(stage.in_channels, stage.depth, 2, squeeze_excite))
-        units.extend(IRUnit(stage.depth, stage.depth, 1, squeeze_excite) for _ in range(stage.num_units - 1))
+        c_in, depth = scaled(stage.in_channels, width), scaled(stage.depth, width)
+        units.append(IRUnit(c_in, depth, 2, squeeze_excite))
+        units.extend(IRUnit(depth, depth, 1, squeeze_excite) for _ in range(stage.num_units - 1))
     return nn.Sequential(*units)
 
 
-def ir_input_layer(in_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+def ir_input_layer(in_channels: int, width: float = 1.0) -> nn.Sequential:
+    channels = scaled(64, width)
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+                         nn.PReLU(channels))
 
 
 class ArcFaceIRSE(nn.Module):
@@ -99,9 +114,26 @@ class ArcFaceIRSE(nn.Module):
         return F.normalize(x, dim=1)
 
 
-def resnet34_body() -> nn.Sequential:
-    """torchvision ResNet-34's four stages flattened into one Sequential (weights come from the checkpoint)."""
-    from torchvision.models import resnet34
+RESNET34_UNITS = (3, 4, 6, 3)
 
-    net = resnet34(weights=None)
-    return nn.Sequential(*[block for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for block in layer])
+
+def resnet34_channels(width: float = 1.0) -> tuple[int, int, int, int]:
+    return tuple(scaled(c, width) for c in (64, 128, 256, 512))
+
+
+def resnet34_body(width: float = 1.0) -> nn.Sequential:
+    """torchvision ResNet-34's four stages flattened into one Sequential (torchvision's block names, so
+    its ImageNet weights and the released checkpoints load)."""
+    from torchvision.models.resnet import BasicBlock
+
+    blocks = []
+    c_in = scaled(64, width)
+    for stage, (units, channels) in enumerate(zip(RESNET34_UNITS, resnet34_channels(width))):
+        for unit in range(units):
+            stride = 2 if stage > 0 and unit == 0 else 1
+            downsample = None
+            if stride != 1 or c_in != channels:
+                downsample = nn.Sequential(nn.Conv2d(c_in, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+            blocks.append(BasicBlock(c_in, channels, stride, downsample))
+            c_in = channels
+    return nn.Sequential(*blocks)

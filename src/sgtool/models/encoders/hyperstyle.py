@@ -25,9 +25,9 @@ from torch import nn
 
 from ... import kernels
 from ...errors import CheckpointError
-from .backbones import resnet34_body
-from .inverter import INFERENCE_STEPS, InversionStep, face_pool
-from .loading import EncoderCheckpoint, read_encoder_checkpoint, register_encoder_family
+from .backbones import resnet34_body, resnet34_channels, scaled
+from .inverter import INFERENCE_STEPS, InversionStep, encoder_size, face_pool, fit_input
+from .loading import EncoderCheckpoint, read_encoder_checkpoint, register_encoder_family, sgtool_arch
 from .restyle import EqualLinear
 from .sg2_encoders import adopt_state, build_sg2_encoder, embedded_decoder, resolve_generator
 
@@ -70,7 +70,7 @@ class SharedWeightsHypernet(nn.Module):
         return h_final.reshape(batch, self.out_size, self.in_size, self.f_size, self.f_size)
 
 
-def _conv_stack(n_channels: int, inner: int, strides: list[int], out_c: int = 512) -> nn.Sequential:
+def _conv_stack(n_channels: int, inner: int, strides: list[int], out_c: int) -> nn.Sequential:
     layers = []
     for i, stride in enumerate(strides):
         last = i == len(strides) - 1
@@ -79,57 +79,78 @@ def _conv_stack(n_channels: int, inner: int, strides: list[int], out_c: int = 51
 
 
 class HyperRefinementBlock(nn.Module):
-    """16x16 map -> 512-d code (convs to 1x1, EqualLinear) -> the shared hypernet's kernel offsets."""
+    """Feature map -> code (convs to 1x1, EqualLinear) -> the shared hypernet's kernel offsets."""
 
-    def __init__(self, hypernet: SharedWeightsHypernet, n_channels: int = 512, inner_c: int = 128):
+    def __init__(self, hypernet: SharedWeightsHypernet, n_channels: int = 512, inner_c: int = 128,
+                 spatial: int = FEATURE_SPATIAL):
         super().__init__()
-        pools = int(math.log2(FEATURE_SPATIAL))
-        self.convs = _conv_stack(n_channels, inner_c, [1] + [2] * pools)
-        self.linear = EqualLinear(512, 512)
+        self.code_dim = hypernet.z_dim
+        self.convs = _conv_stack(n_channels, inner_c, [1] + [2] * int(math.log2(spatial)), self.code_dim)
+        self.linear = EqualLinear(self.code_dim, self.code_dim)
         self.hypernet = hypernet
 
     def forward(self, features):
-        return self.hypernet(self.linear(self.convs(features).reshape(-1, 512)))
+        return self.hypernet(self.linear(self.convs(features).reshape(-1, self.code_dim)))
 
 
 class RefinementBlock(nn.Module):
-    """16x16 map -> strided convs -> global pool -> 1x1 conv to one offset per (out, in) channel pair."""
+    """Feature map -> strided convs -> one offset per (out, in) channel pair.
+
+    3x3 layers pool the last map and repeat the offset over the kernel taps; to-RGB layers (1x1
+    kernels) take one more strided conv down to 1x1 and need no pooling, as in the reference.
+    """
 
     def __init__(self, kernel_size: int, in_channels: int, out_channels: int, n_channels: int = 512,
-                 inner_c: int = 256):
+                 inner_c: int = 256, out_c: int = 512, spatial: int = FEATURE_SPATIAL, to_rgb: bool = False):
         super().__init__()
         self.kernel_size, self.in_channels, self.out_channels = kernel_size, in_channels, out_channels
-        pools = int(math.log2(FEATURE_SPATIAL)) - 2
-        self.convs = _conv_stack(n_channels, inner_c, [2] * (pools + 1))
-        self.output = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)),
-                                    nn.Conv2d(512, in_channels * out_channels, kernel_size=1))
+        self.to_rgb = to_rgb
+        pools = max(0, int(math.log2(spatial)) - 1 - (0 if to_rgb else 1))
+        self.convs = _conv_stack(n_channels, inner_c, [2] * (pools + 1), out_c)
+        head = nn.Conv2d(out_c, in_channels * out_channels, kernel_size=1)
+        self.output = nn.Sequential(head) if to_rgb else nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), head)
 
     def forward(self, features):
-        x = self.output(self.convs(features)).reshape(-1, self.out_channels, self.in_channels, 1, 1)
+        x = self.output(self.convs(features))
+        if self.to_rgb:
+            return x.reshape(-1, self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        x = x.reshape(-1, self.out_channels, self.in_channels, 1, 1)
         return x.expand(-1, -1, -1, self.kernel_size, self.kernel_size)
 
 
 class SharedWeightsHyperNetResNet(nn.Module):
-    """ResNet-34 features of cat(target, render) -> {layer index: delta [B, out, in, k, k]}."""
+    """ResNet-34 features of cat(target, render) -> {layer index: delta [B, out, in, k, k]}.
+
+    `layer_shapes[i]` = (out, in, k) of generator layer i; `to_rgb` the indices of to-RGB layers.
+    `width` scales the backbone and heads (1.0: the released layout, 512-wide everywhere).
+    """
 
     def __init__(self, layer_shapes: dict[int, tuple[int, int, int]], tuned: list[int], n_outputs: int,
-                 input_nc: int = 6):
+                 input_nc: int = 6, to_rgb: tuple[int, ...] = (), width: float = 1.0, input_size: int = 256):
         super().__init__()
-        self.conv1 = nn.Conv2d(input_nc, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.PReLU(64)
-        self.body = resnet34_body()  # weights=None: the checkpoint provides every backbone weight
-        self.shared_weight_hypernet = SharedWeightsHypernet()
+        stem = scaled(64, width)
+        features = resnet34_channels(width)[-1]
+        spatial = input_size // 16
+        self.width, self.input_size = width, input_size
+        self.conv1 = nn.Conv2d(input_nc, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.PReLU(stem)
+        self.body = resnet34_body(width)  # the checkpoint (or ImageNet weights when training) fills it
+        shared = [i for i in tuned if i in SHARED_LAYERS]
+        out_size, in_size, _ = layer_shapes[shared[0]] if shared else (512, 512, 3)
+        self.shared_weight_hypernet = SharedWeightsHypernet(z_dim=scaled(512, width), out_size=out_size,
+                                                            in_size=in_size)
         self.tuned_layers = list(tuned)
         blocks = []
         for index in range(n_outputs):
             if index not in tuned:
                 blocks.append(None)
             elif index in SHARED_LAYERS:
-                blocks.append(HyperRefinementBlock(self.shared_weight_hypernet))
+                blocks.append(HyperRefinementBlock(self.shared_weight_hypernet, features, scaled(128, width), spatial))
             else:
                 out_channels, in_channels, k = layer_shapes[index]
-                blocks.append(RefinementBlock(k, in_channels, out_channels))
+                blocks.append(RefinementBlock(k, in_channels, out_channels, features, scaled(256, width),
+                                              scaled(512, width), spatial, to_rgb=index in to_rgb))
         self.refinement_blocks = nn.ModuleList(blocks)
 
     def forward(self, x) -> dict[int, torch.Tensor]:
@@ -255,19 +276,45 @@ class HyperStyleInverter(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (self.input_size, self.input_size):
             raise ValueError(f"x must be [B, 3, {self.input_size}, {self.input_size}], got {tuple(x.shape)}")
         x = x.to(self.latent_avg.device, torch.float32)
-        codes = self.w_encoder(x) + self.latent_avg
-        previous = face_pool(self.generator.synthesis(codes, noise_mode="const"))
+        w_feed, feed = encoder_size(self.w_encoder), encoder_size(self.hypernet)
+        codes = self.w_encoder(fit_input(x, w_feed)) + self.latent_avg
+        x_feed = fit_input(x, feed)
+        previous = face_pool(self.generator.synthesis(codes, noise_mode="const"), feed)
         deltas: dict[int, torch.Tensor] = {}
         results = []
         for _ in range(steps):
-            predicted = self.hypernet(torch.cat([x, previous], dim=1))
+            predicted = self.hypernet(torch.cat([x_feed, previous], dim=1))
             deltas = {i: d + deltas[i] if i in deltas else d for i, d in predicted.items()}
             full = synthesize_with_deltas(self.generator, codes, deltas)
             results.append(HyperStyleStep(latents=codes, images=face_pool(full),
                                           images_full=full if keep_full else None, deltas=deltas,
                                           base_generator=self.generator, previous=previous))
-            previous = results[-1].images
+            previous = results[-1].images if feed == 256 else face_pool(full, feed)
         return results
+
+
+def layer_shapes(generator) -> dict[int, tuple[int, int, int]]:
+    """(out, in, kernel) of every layer HyperStyle can tune, by its index."""
+    return {i: (int(m.weight.shape[0]), int(m.weight.shape[1]), int(m.weight.shape[-1]))
+            for i, (m, _) in enumerate(generator_layers(generator))}
+
+
+def build_hypernet(generator, tuned: list[int], input_nc: int = 6, width: float = 1.0, input_size: int = 256,
+                   source: str = "HyperStyle") -> SharedWeightsHyperNetResNet:
+    """The hypernetwork for `tuned` layers of `generator` (the shared-hypernet layers must agree in shape)."""
+    layers = generator_layers(generator)
+    bad = [i for i in tuned if not 0 <= i < len(layers)]
+    if bad:
+        raise CheckpointError(f"{source}: layers {bad} do not exist; the generator has {len(layers)} (0-"
+                              f"{len(layers) - 1})")
+    shapes = layer_shapes(generator)
+    shared = sorted({shapes[i] for i in tuned if i in SHARED_LAYERS})
+    if len(shared) > 1 or (shared and shared[0][2] != 3):
+        raise CheckpointError(f"{source}: the layers {[i for i in tuned if i in SHARED_LAYERS]} share one hypernet "
+                              f"but the generator's shapes differ ({shared}); tune other layers")
+    to_rgb = tuple(i for i, (_, is_rgb) in enumerate(layers) if is_rgb)
+    return SharedWeightsHyperNetResNet(shapes, tuned, len(layers), input_nc=input_nc, to_rgb=to_rgb, width=width,
+                                       input_size=input_size)
 
 
 def _tuned_layers(ckpt: EncoderCheckpoint, n_outputs: int) -> list[int]:
@@ -310,19 +357,12 @@ def build_hyperstyle(ckpt: EncoderCheckpoint, device="cpu", network=None, w_enco
         generator = resolve_generator(ckpt, network, num_ws=2 * int(math.log2(size)) - 2)
     layers = generator_layers(generator)
     tuned = _tuned_layers(ckpt, len(layers))
-    if any(layers[i][1] for i in tuned):
-        raise CheckpointError(f"{ckpt.path} tunes to-RGB layers, which HyperStyle's refinement blocks cannot "
-                              "predict; retrain without them")
-    shapes = {i: tuple(int(s) for s in layers[i][0].weight.shape[:2]) + (int(layers[i][0].weight.shape[-1]),)
-              for i in tuned}
-    bad = [i for i in tuned if i in SHARED_LAYERS and shapes[i] != (512, 512, 3)]
-    if bad:
-        raise CheckpointError(f"{ckpt.path}: layers {bad} use the shared 512x512 hypernet but the generator's are "
-                              f"{[shapes[i] for i in bad]}")
+    arch = sgtool_arch(ckpt)
     state = ckpt.part("hypernet")
     input_nc = int(state["conv1.weight"].shape[1]) if "conv1.weight" in state else 6
-    hypernet = adopt_state(lambda: SharedWeightsHyperNetResNet(shapes, tuned, len(layers), input_nc=input_nc), state,
-                           f"{ckpt.path} (hypernet)")
+    hypernet = adopt_state(lambda: build_hypernet(generator, tuned, input_nc=input_nc, width=arch.get("width", 1.0),
+                                                  input_size=arch.get("input_size", 256), source=str(ckpt.path)),
+                           state, f"{ckpt.path} (hypernet)")
 
     w_ckpt = read_encoder_checkpoint(w_path)
     w_type = w_ckpt.encoder_type or ckpt.opts.get("w_encoder_type")

@@ -16,14 +16,28 @@ from torch.nn import functional as F
 
 from ...errors import CheckpointError
 from ..factory import generator_from_state_dict
-from .loading import EncoderCheckpoint, load_module_state, register_encoder_family
+from .loading import EncoderCheckpoint, encoder_kwargs, load_module_state, register_encoder_family
 from .restyle import RESTYLE_ENCODERS
 
 POOL_SIZE = 256
 
 
-def face_pool(images: torch.Tensor) -> torch.Tensor:
-    return F.adaptive_avg_pool2d(images, (POOL_SIZE, POOL_SIZE))
+def face_pool(images: torch.Tensor, size: int = POOL_SIZE) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(images, (size, size))
+
+
+def encoder_size(encoder: nn.Module) -> int:
+    """The side the encoder reads (256 for every released one; smaller for tiny sgtool-trained ones)."""
+    return int(getattr(encoder, "input_size", POOL_SIZE))
+
+
+def fit_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A 256 px encoder input resampled to an encoder that reads `size` px (unchanged when equal)."""
+    if x.shape[-1] == size:
+        return x
+    if x.shape[-1] > size:
+        return F.adaptive_avg_pool2d(x, (size, size))
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
 @dataclass
@@ -71,7 +85,7 @@ class ReStyleInverter(nn.Module):
         """The decoder's render of latent_avg (aligned, pooled): the first step's 'previous reconstruction'."""
         if self._avg_image is None or self._avg_image.device != self.latent_avg.device:
             codes = self.latent_avg.reshape(1, 1, -1).repeat(1, self.num_ws, 1)
-            self._avg_image = face_pool(self._render(codes))[0]
+            self._avg_image = face_pool(self._render(codes), encoder_size(self.encoder))[0]
         return self._avg_image
 
     @torch.no_grad()
@@ -89,14 +103,17 @@ class ReStyleInverter(nn.Module):
             transform = transform.to(device, torch.float32)
             if transform.shape != (x.shape[0], 3, 3):
                 raise ValueError(f"transform must be [B, 3, 3] for B={x.shape[0]}, got {tuple(transform.shape)}")
+        feed = encoder_size(self.encoder)
+        x_feed = fit_input(x, feed)
         previous = self.average_image().unsqueeze(0).expand(x.shape[0], -1, -1, -1)
         codes = self.latent_avg.reshape(1, 1, -1).expand(x.shape[0], self.num_ws, -1)
         results = []
         for _ in range(steps):
-            codes = self.encoder(torch.cat([x, previous], dim=1)) + codes
+            codes = self.encoder(torch.cat([x_feed, previous], dim=1)) + codes
             full = self._render(codes)
-            previous = face_pool(full)
-            step = InversionStep(latents=codes, images=previous, images_full=full if keep_full else None)
+            images = face_pool(full)
+            previous = images if feed == POOL_SIZE else face_pool(full, feed)
+            step = InversionStep(latents=codes, images=images, images_full=full if keep_full else None)
             if transform is not None:
                 unaligned = self._render(codes, transform)
                 step.unaligned = face_pool(unaligned)
@@ -135,7 +152,7 @@ def build_restyle_sg3(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Re
     if input_nc != 6:
         raise CheckpointError(f"{ckpt.path}: a ReStyle encoder takes 6 input channels (image + reconstruction), "
                               f"this one takes {input_nc}")
-    encoder = encoder_cls(n_styles=_style_count(ckpt), input_nc=input_nc)
+    encoder = encoder_cls(n_styles=_style_count(ckpt), input_nc=input_nc, **encoder_kwargs(ckpt))
     load_module_state(encoder, state, f"{ckpt.path} (encoder)")
 
     if network is not None:
@@ -146,10 +163,11 @@ def build_restyle_sg3(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Re
             raise CheckpointError(f"{ckpt.path} holds no decoder weights; pass the generator with --network")
         generator = generator_from_state_dict(decoder_state, source=f"{ckpt.path} (decoder)")
         generator.source = f"{ckpt.path} (decoder)"
-    if generator.kind != "stylegan3" or generator.num_ws != encoder.style_count or generator.w_dim != 512:
+    if (generator.kind != "stylegan3" or generator.num_ws != encoder.style_count
+            or generator.w_dim != encoder.style_dim):
         raise CheckpointError(f"the generator ({getattr(generator, 'source', 'network')}: {generator.kind}, "
                               f"{generator.num_ws} x {generator.w_dim} styles) does not fit the encoder in "
-                              f"{ckpt.path} (stylegan3, {encoder.style_count} x 512 styles)")
+                              f"{ckpt.path} (stylegan3, {encoder.style_count} x {encoder.style_dim} styles)")
     latent_avg = ckpt.latent_avg if ckpt.latent_avg is not None else generator.mapping.w_avg
     if latent_avg.numel() != generator.w_dim:
         raise CheckpointError(f"{ckpt.path}: latent_avg has {latent_avg.numel()} values, expected {generator.w_dim}")

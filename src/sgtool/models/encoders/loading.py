@@ -72,6 +72,20 @@ def read_encoder_checkpoint(path) -> EncoderCheckpoint:
     return EncoderCheckpoint(path=path, state_dict=state, opts=dict(opts), latent_avg=latent_avg, extra=extra)
 
 
+def sgtool_arch(ckpt: EncoderCheckpoint) -> dict:
+    """The architecture sgtool's trainer recorded beside the reference layout (width, input_size,
+    style_dim, ...); empty for the references' own checkpoints, whose architecture is fixed."""
+    meta = ckpt.extra.get("sgtool")
+    arch = meta.get("arch") if isinstance(meta, dict) else None
+    return dict(arch) if isinstance(arch, dict) else {}
+
+
+def encoder_kwargs(ckpt: EncoderCheckpoint) -> dict:
+    """Constructor arguments of the encoder module beyond the reference's fixed ones."""
+    arch = sgtool_arch(ckpt)
+    return {k: arch[k] for k in ("width", "style_dim", "input_size") if k in arch}
+
+
 def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load with one readable line on mismatch. Aliased/strided tensors are copied, never kept."""
     check_state_names(module, state, source, what="its architecture")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .backbones import ir_body, ir_input_layer, resnet34_body
+from .backbones import ir_body, ir_input_layer, ir_stage_channels, resnet34_body, resnet34_channels, scaled
 
 
 class EqualLinear(nn.Module):
@@ -32,30 +32,43 @@ class EqualLinear(nn.Module):
 
 
 class MapToStyle(nn.Module):
-    """Strided 3x3 convs down to 1x1, then an EqualLinear: one 512-d style from a feature map."""
+    """Strided 3x3 convs down to 1x1, then an EqualLinear: one style vector from a feature map."""
 
-    def __init__(self, in_channels: int = 512, out_channels: int = 512, spatial: int = 16):
+    def __init__(self, in_channels: int = 512, out_channels: int = 512, spatial: int = 16,
+                 inner_channels: int | None = None):
         super().__init__()
-        self.out_channels = out_channels
+        inner = inner_channels or out_channels
+        self.inner_channels = inner
         layers = []
         for i in range(int(math.log2(spatial))):
-            layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, 2, 1), nn.LeakyReLU()]
+            layers += [nn.Conv2d(in_channels if i == 0 else inner, inner, 3, 2, 1), nn.LeakyReLU()]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_channels, out_channels)
+        self.linear = EqualLinear(inner, out_channels)
 
     def forward(self, x):
-        return self.linear(self.convs(x).reshape(-1, self.out_channels))
+        return self.linear(self.convs(x).reshape(-1, self.inner_channels))
 
 
 class _StyleHeads(nn.Module):
-    """Shared parts: a backbone to a 16x16x512 map, then one MapToStyle per style."""
+    """Shared parts: a backbone to a (input/16)^2 map, then one MapToStyle per style.
+
+    `width` scales every channel count (1.0: the released layout), `style_dim` is the generator's
+    w_dim (512 for every released network) and `input_size` the side of the encoder's input.
+    The e4e variant trains progressively: only the first `active_styles` styles get their offset.
+    """
 
     progressive = False
 
-    def __init__(self, n_styles: int):
+    def __init__(self, n_styles: int, feature_channels: int, width: float, style_dim: int, input_size: int):
         super().__init__()
         self.style_count = n_styles
-        self.styles = nn.ModuleList(MapToStyle(512, 512, 16) for _ in range(n_styles))
+        self.style_dim = style_dim
+        self.width = width
+        self.input_size = input_size
+        self.active_styles: int | None = None
+        spatial = input_size // 16
+        self.styles = nn.ModuleList(MapToStyle(feature_channels, style_dim, spatial, scaled(512, width))
+                                    for _ in range(n_styles))
 
     def features(self, x):
         raise NotImplementedError
@@ -67,28 +80,32 @@ class _StyleHeads(nn.Module):
         # e4e: a base code copied to every style, each later style adds its own offset.
         base = self.styles[0](feats)
         codes = base.unsqueeze(1).repeat(1, self.style_count, 1)
-        for i in range(1, self.style_count):
+        active = self.style_count if self.active_styles is None else self.active_styles
+        for i in range(1, active):
             codes[:, i] += self.styles[i](feats)
         return codes
 
 
 class _IRSEStyleEncoder(_StyleHeads):
-    def __init__(self, n_styles: int = 16, input_nc: int = 6, num_layers: int = 50, squeeze_excite: bool = True):
-        super().__init__(n_styles)
-        self.input_layer = ir_input_layer(input_nc)
-        self.body = ir_body(num_layers, squeeze_excite)
+    def __init__(self, n_styles: int = 16, input_nc: int = 6, num_layers: int = 50, squeeze_excite: bool = True,
+                 width: float = 1.0, style_dim: int = 512, input_size: int = 256):
+        super().__init__(n_styles, ir_stage_channels(width)[-1], width, style_dim, input_size)
+        self.input_layer = ir_input_layer(input_nc, width)
+        self.body = ir_body(num_layers, squeeze_excite, width)
 
     def features(self, x):
         return self.body(self.input_layer(x))
 
 
 class _ResNetStyleEncoder(_StyleHeads):
-    def __init__(self, n_styles: int = 16, input_nc: int = 6):
-        super().__init__(n_styles)
-        self.conv1 = nn.Conv2d(input_nc, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.PReLU(64)
-        self.body = resnet34_body()
+    def __init__(self, n_styles: int = 16, input_nc: int = 6, width: float = 1.0, style_dim: int = 512,
+                 input_size: int = 256):
+        super().__init__(n_styles, resnet34_channels(width)[-1], width, style_dim, input_size)
+        stem = scaled(64, width)
+        self.conv1 = nn.Conv2d(input_nc, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.PReLU(stem)
+        self.body = resnet34_body(width)
 
     def features(self, x):
         return self.body(self.relu(self.bn1(self.conv1(x))))

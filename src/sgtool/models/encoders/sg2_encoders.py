@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import CheckpointError, SgtoolError
-from .backbones import IR_STAGES, ir_body, ir_input_layer
-from .inverter import INFERENCE_STEPS, InversionStep, ReStyleInverter, face_pool
-from .loading import EncoderCheckpoint, register_encoder_family
+from .backbones import IR_STAGES, ir_body, ir_input_layer, ir_stage_channels
+from .inverter import INFERENCE_STEPS, InversionStep, ReStyleInverter, encoder_size, face_pool, fit_input
+from .loading import EncoderCheckpoint, encoder_kwargs, register_encoder_family, sgtool_arch
 from .restyle import RESTYLE_ENCODERS, EqualLinear, MapToStyle
 
 COARSE_STYLES = 3
@@ -38,25 +38,36 @@ def upsample_add(top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
 
 
 class _IRSEBackbone(nn.Module):
-    def __init__(self, input_nc: int, num_layers: int, squeeze_excite: bool):
+    def __init__(self, n_styles: int, input_nc: int, num_layers: int, squeeze_excite: bool, width: float,
+                 style_dim: int, input_size: int):
         super().__init__()
-        self.input_layer = ir_input_layer(input_nc)
-        self.body = ir_body(num_layers, squeeze_excite)
+        self.style_count = n_styles
+        self.style_dim = style_dim
+        self.width = width
+        self.input_size = input_size
+        self.input_layer = ir_input_layer(input_nc, width)
+        self.body = ir_body(num_layers, squeeze_excite, width)
 
 
 class GradualStyleEncoder(_IRSEBackbone):
     """pSp's encoder: every W+ style from its pyramid level independently."""
 
-    def __init__(self, n_styles: int, input_nc: int = 3, num_layers: int = 50, squeeze_excite: bool = True):
-        super().__init__(input_nc, num_layers, squeeze_excite)
-        self.style_count = n_styles
-        self.styles = nn.ModuleList(MapToStyle(512, 512, self.style_spatial(i)) for i in range(n_styles))
-        self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1)
-        self.latlayer2 = nn.Conv2d(128, 512, kernel_size=1)
+    progressive = False
 
-    @staticmethod
-    def style_spatial(index: int) -> int:
-        return 16 if index < COARSE_STYLES else 32 if index < MIDDLE_STYLES_END else 64
+    def __init__(self, n_styles: int, input_nc: int = 3, num_layers: int = 50, squeeze_excite: bool = True,
+                 width: float = 1.0, style_dim: int = 512, input_size: int = 256):
+        super().__init__(n_styles, input_nc, num_layers, squeeze_excite, width, style_dim, input_size)
+        _, c_fine, c_middle, c_top = ir_stage_channels(width)
+        self.active_styles: int | None = None  # e4e's progressive training (pSp ignores it)
+        self.styles = nn.ModuleList(MapToStyle(c_top, style_dim, self.style_spatial(i), c_top)
+                                    for i in range(n_styles))
+        self.latlayer1 = nn.Conv2d(c_middle, c_top, kernel_size=1)
+        self.latlayer2 = nn.Conv2d(c_fine, c_top, kernel_size=1)
+
+    def style_spatial(self, index: int) -> int:
+        """Side of the map a style reads: 1/16, 1/8 or 1/4 of the input (16, 32, 64 at 256)."""
+        base = self.input_size // 16
+        return base if index < COARSE_STYLES else 2 * base if index < MIDDLE_STYLES_END else 4 * base
 
     def pyramid(self, x):
         """The three backbone taps: (64x64x128, 32x32x256, 16x16x512) for a 256 input."""
@@ -81,12 +92,15 @@ class GradualStyleEncoder(_IRSEBackbone):
 class Encoder4Editing(GradualStyleEncoder):
     """e4e's encoder: a base w0 from the coarse level, copied to every style, plus per-style offsets."""
 
+    progressive = True
+
     def forward(self, x):
         fine, middle, coarse = self.pyramid(x)
         w0 = self.styles[0](coarse)
         codes = w0.unsqueeze(1).repeat(1, self.style_count, 1)
         features = coarse
-        for i in range(1, self.style_count):
+        active = self.style_count if self.active_styles is None else self.active_styles
+        for i in range(1, active):
             if i == COARSE_STYLES:
                 p2 = upsample_add(coarse, self.latlayer1(middle))
                 features = p2
@@ -99,14 +113,15 @@ class Encoder4Editing(GradualStyleEncoder):
 class WEncoder(_IRSEBackbone):
     """HyperStyle's W encoder: global-average-pooled last map -> one w, repeated to every style."""
 
-    def __init__(self, n_styles: int, input_nc: int = 3, num_layers: int = 50, squeeze_excite: bool = True):
-        super().__init__(input_nc, num_layers, squeeze_excite)
-        self.style_count = n_styles
+    def __init__(self, n_styles: int, input_nc: int = 3, num_layers: int = 50, squeeze_excite: bool = True,
+                 width: float = 1.0, style_dim: int = 512, input_size: int = 256):
+        super().__init__(n_styles, input_nc, num_layers, squeeze_excite, width, style_dim, input_size)
+        self.feature_channels = ir_stage_channels(width)[-1]
         self.output_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.linear = EqualLinear(512, 512)
+        self.linear = EqualLinear(self.feature_channels, style_dim)
 
     def forward(self, x):
-        x = self.output_pool(self.body(self.input_layer(x))).reshape(-1, 512)
+        x = self.output_pool(self.body(self.input_layer(x))).reshape(-1, self.feature_channels)
         return self.linear(x).unsqueeze(1).repeat(1, self.style_count, 1)
 
 
@@ -173,24 +188,32 @@ def build_sg2_encoder(ckpt: EncoderCheckpoint, encoder_type: str | None = None) 
     state = ckpt.part("encoder")
     source = f"{ckpt.path} (encoder)"
     input_nc, depth, squeeze_excite = _backbone_config(state, source)
+    arch = sgtool_arch(ckpt)
     if encoder_type == "WEncoder":
         size = int(ckpt.opts.get("output_size") or ckpt.opts.get("stylegan_size") or 1024)
-        n_styles = 2 * size.bit_length() - 4  # 2 * log2(size) - 2
+        n_styles = int(arch.get("n_styles") or 2 * size.bit_length() - 4)  # 2 * log2(size) - 2
     else:
         n_styles = _style_count(state)
     cls = SG2_ENCODERS[encoder_type][1]
-    encoder = adopt_state(lambda: cls(n_styles, input_nc=input_nc, num_layers=depth, squeeze_excite=squeeze_excite),
-                          state, source)
+    encoder = adopt_state(lambda: cls(n_styles, input_nc=input_nc, num_layers=depth, squeeze_excite=squeeze_excite,
+                                      **encoder_kwargs(ckpt)), state, source)
     return encoder.eval().requires_grad_(False)
 
 
 def embedded_decoder(ckpt: EncoderCheckpoint):
-    """The rosinality-layout generator stored as `decoder.*` (latent_avg row 0 as its w_avg)."""
+    """The generator stored as `decoder.*`: rosinality's layout (latent_avg row 0 as its w_avg), or NVIDIA's
+    names for generators rosinality cannot express (StyleGAN3, as sgtool's trainer writes them)."""
+    from ..factory import generator_from_state_dict
     from ..rosinality import generator_from_rosinality, is_rosinality_state
 
     state = ckpt.part("decoder")
     if not state:
         raise CheckpointError(f"{ckpt.path} holds no decoder weights; pass the generator with --network")
+    if any(k.startswith("mapping.") for k in state):
+        state = {k: v for k, v in state.items() if k != "synthesis.input.transform"}
+        generator = generator_from_state_dict(state, source=f"{ckpt.path} (decoder)")
+        generator.source = f"{ckpt.path} (decoder)"
+        return generator.eval().requires_grad_(False)
     if not is_rosinality_state(state):
         raise CheckpointError(f"{ckpt.path}: the embedded decoder is not in rosinality's StyleGAN2 layout")
     generator = generator_from_rosinality(state, ckpt.latent_avg, source=f"{ckpt.path} (decoder)")
@@ -198,7 +221,7 @@ def embedded_decoder(ckpt: EncoderCheckpoint):
     return generator.eval().requires_grad_(False)
 
 
-def resolve_generator(ckpt: EncoderCheckpoint, network, num_ws: int):
+def resolve_generator(ckpt: EncoderCheckpoint, network, num_ws: int, kinds: tuple[str, ...] = ("stylegan2",)):
     """--network (path or module) or the embedded decoder, checked against the encoder's styles."""
     from ..loading import load_generator
 
@@ -206,10 +229,11 @@ def resolve_generator(ckpt: EncoderCheckpoint, network, num_ws: int):
         generator = embedded_decoder(ckpt)
     else:
         generator = network if isinstance(network, nn.Module) else load_generator(network)
-    if generator.kind != "stylegan2" or generator.num_ws != num_ws or generator.w_dim != 512:
+    style_dim = int(sgtool_arch(ckpt).get("style_dim", 512))
+    if generator.kind not in kinds or generator.num_ws != num_ws or generator.w_dim != style_dim:
         raise CheckpointError(f"the generator ({getattr(generator, 'source', 'network')}: {generator.kind}, "
                               f"{generator.num_ws} x {generator.w_dim} styles) does not fit the encoder in "
-                              f"{ckpt.path} (stylegan2, {num_ws} x 512 styles)")
+                              f"{ckpt.path} ({' or '.join(kinds)}, {num_ws} x {style_dim} styles)")
     return generator.eval().requires_grad_(False)
 
 
@@ -253,7 +277,7 @@ class SG2EncoderInverter(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """W+ codes [B, num_ws, 512] (latent_avg included)."""
-        return self.encoder(self.check_input(x)) + self.latent_avg
+        return self.encoder(fit_input(self.check_input(x), encoder_size(self.encoder))) + self.latent_avg
 
     @torch.no_grad()
     def invert(self, x: torch.Tensor, steps: int | None = None, transform: torch.Tensor | None = None,
@@ -282,7 +306,8 @@ def build_sg2_inverter(ckpt: EncoderCheckpoint, device="cpu", network=None) -> S
         raise CheckpointError(f"{ckpt.path}: this encoder reads {first.shape[1]}-channel inputs (a conditional "
                               "pSp task), not RGB photos")
     # The generator first: a mismatch is reported before the (slow) backbone is built.
-    generator = resolve_generator(ckpt, network, _style_count(ckpt.part("encoder")))
+    # pSp / e4e also encode into StyleGAN3's W+ (sgtool's trainer writes those with an NVIDIA-layout decoder).
+    generator = resolve_generator(ckpt, network, _style_count(ckpt.part("encoder")), kinds=("stylegan2", "stylegan3"))
     encoder = build_sg2_encoder(ckpt)
     family = SG2_ENCODERS[ckpt.encoder_type][0]
     inverter = SG2EncoderInverter(encoder, generator, latent_offset(ckpt, generator, encoder.style_count), family,
@@ -298,7 +323,7 @@ def _restyle_sg2_matches(ckpt: EncoderCheckpoint) -> bool:
     if ckpt.encoder_type not in RESTYLE_ENCODERS:
         return False
     if any(k.startswith("decoder.") for k in ckpt.state_dict):
-        return "decoder.input.input" in ckpt.state_dict
+        return "decoder.input.input" in ckpt.state_dict or "decoder.synthesis.b4.const" in ckpt.state_dict
     return _style_count(ckpt.part("encoder")) != 16  # no decoder: 16 styles is StyleGAN3's, the rest StyleGAN2's
 
 
@@ -315,7 +340,8 @@ def build_restyle_sg2(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Re
                               "this file's input convolution is missing or different")
     n_styles = _style_count(state)
     generator = resolve_generator(ckpt, network, n_styles)
-    encoder = adopt_state(lambda: encoder_cls(n_styles=n_styles, input_nc=6), state, f"{ckpt.path} (encoder)")
+    encoder = adopt_state(lambda: encoder_cls(n_styles=n_styles, input_nc=6, **encoder_kwargs(ckpt)), state,
+                          f"{ckpt.path} (encoder)")
     avg = ckpt.latent_avg if ckpt.latent_avg is not None else generator.mapping.w_avg
     avg = avg.detach().to(torch.float32).contiguous().reshape(-1, generator.w_dim)
     # ReStyle repeats one w_avg per style when training from a StyleGAN2 checkpoint.

@@ -1,0 +1,22 @@
+"""`sgtool train-encoder`: train an e4e / pSp / ReStyle / HyperStyle encoder (also under torchrun)."""
+
+from __future__ import annotations
+
+from ..pipelines.train_encoder import train_encoder as run_training
+from ..settings import TrainEncoderSettings
+from .common import RichReporter, progress_bars, resolve_checkpoints
+from .options import Run, command
+
+
+@command(TrainEncoderSettings, "train-encoder", after_load=resolve_checkpoints)
+def train_encoder(settings: TrainEncoderSettings, run: Run):
+    """Train an encoder for a generator: ReStyle-pSp/e4e, pSp, e4e or HyperStyle, on aligned images or --synthetic.
+
+    Distributed: torchrun --nproc-per-node N -m sgtool train-encoder ... (one global batch, DDP). Continue a
+    stopped run with --resume RUN. Checkpoints load in `sgtool invert --encoder RUN/best.pt`.
+    """
+    with progress_bars(run.json, transient=False) as bars:
+        summary = run_training(settings, given=run.given, reporter=RichReporter(bars))
+    best = f"best {summary['best_val_loss']:.4f}" if summary["best_val_loss"] is not None else "no validation"
+    run.report(summary, f"{summary['outdir']}: {summary['steps']} steps ({summary['world_size']} process(es)), "
+                        f"{best}; encoder {summary['best']}")

@@ -1,0 +1,132 @@
+"""Checkpoints in the layouts the reference code reads, with sgtool's resume state beside them.
+
+Every file holds `state_dict` ({encoder.* | hypernet.*} and decoder.*), `opts` (exactly the fields
+of the reference's training options, so stylegan3-editing's dataclasses accept it), `latent_avg`,
+`global_step` and `best_val_loss`; sgtool's own key `sgtool` holds the architecture (width,
+input size, style_dim), the run's settings and the optimizer / discriminator / RNG states that
+make --resume continue exactly. Files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ...errors import CheckpointError, SgtoolError
+from ...models.formats import torch_load
+from ...models.rosinality import export_rosinality
+from ...settings import TrainEncoderSettings
+from ...utils.io import atomic_path
+from .tasks import ENCODER_TYPES
+
+FORMAT = 1
+STEP_FILE = re.compile(r"step_(\d+)\.pt$")
+
+_COMMON = dict(dataset_type="ffhq_encode", batch_size=8, test_batch_size=8, workers=4, test_workers=4,
+               train_decoder=False, checkpoint_path=None, image_interval=100, board_interval=50,
+               device="cuda:0")
+
+
+def reference_opts(settings: TrainEncoderSettings, generator, network: str) -> dict:
+    """The reference trainer's options for this run (its field names; sgtool's values)."""
+    s = settings
+    encoder_type = ENCODER_TYPES[(s.arch, s.backbone)]
+    base = dict(_COMMON, exp_dir=str(s.outdir), encoder_type=encoder_type, batch_size=s.batch_size,
+                workers=s.workers, learning_rate=s.lr, optim_name=s.optimizer, l2_lambda=s.l2_lambda,
+                lpips_lambda=s.lpips_lambda, id_lambda=s.id_lambda if s.id_loss == "arcface" else 0.0,
+                stylegan_weights=network, max_steps=s.steps, val_interval=s.val_every, save_interval=s.save_every)
+    moco = s.id_lambda if s.id_loss == "moco" else 0.0
+    e4e = dict(w_discriminator_lambda=s.w_discriminator_lambda, w_discriminator_lr=s.w_discriminator_lr, r1=s.r1,
+               d_reg_every=s.d_reg_every, use_w_pool=s.w_pool_size > 0, w_pool_size=s.w_pool_size,
+               delta_norm=s.delta_norm, delta_norm_lambda=s.delta_norm_lambda,
+               progressive_steps=progressive_steps(s, generator.num_ws), progressive_start=s.progressive_start,
+               progressive_step_every=s.progressive_step_every, save_training_data=False, sub_exp_dir=None,
+               resume_training_from_ckpt=None, update_param_list=None)
+    if s.arch.startswith("restyle"):
+        opts = dict(base, input_nc=6, output_size=int(generator.img_resolution), n_iters_per_batch=s.iterations,
+                    start_from_latent_avg=True, w_norm_lambda=s.w_norm_lambda, moco_lambda=moco,
+                    max_val_batches=None)
+        if s.arch == "restyle-e4e":
+            opts.update(e4e, truncation_psi=1)
+        return opts
+    if s.arch == "psp":
+        return dict(base, input_nc=3, label_nc=0, output_size=int(generator.img_resolution),
+                    start_from_latent_avg=True, learn_in_w=False, w_norm_lambda=s.w_norm_lambda,
+                    lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco, use_wandb=False, resize_factors=None,
+                    n_styles=generator.num_ws)
+    if s.arch == "e4e":
+        return dict(base, start_from_latent_avg=True, lpips_type="alex", stylegan_size=int(generator.img_resolution),
+                    keep_optimizer=False, **e4e)
+    return dict(base, dataset_type="ffhq_hypernet", input_nc=6, output_size=int(generator.img_resolution),
+                moco_lambda=moco, max_val_batches=None, n_iters_per_batch=s.iterations, load_w_encoder=True,
+                w_encoder_checkpoint_path=str(s.w_encoder), w_encoder_type="Encoder4Editing",
+                layers_to_tune=s.layers_to_tune, n_hypernet_outputs=None)
+
+
+def progressive_steps(settings: TrainEncoderSettings, num_ws: int) -> list[int] | None:
+    if settings.progressive_start is None or settings.arch not in ("e4e", "restyle-e4e"):
+        return None
+    return [0] + [settings.progressive_start + i * settings.progressive_step_every for i in range(num_ws - 1)]
+
+
+def decoder_state(generator) -> dict[str, torch.Tensor]:
+    """StyleGAN2 in rosinality's layout (what e4e, pSp and HyperStyle read) when it can express the network,
+    otherwise, and for StyleGAN3, NVIDIA's names (stylegan3-editing's decoder)."""
+    if generator.kind == "stylegan2":
+        try:
+            state, _ = export_rosinality(generator)
+            return state["g_ema"]
+        except CheckpointError:
+            pass
+    return {k: v for k, v in generator.state_dict().items()}
+
+
+def checkpoint_dict(task, settings: TrainEncoderSettings, generator, network: str, step: int, best: float | None,
+                    train_state: dict) -> dict:
+    prefix = "hypernet" if settings.arch == "hyperstyle" else "encoder"
+    state = {f"{prefix}.{k}": v.detach().cpu() for k, v in task.encoder.state_dict().items()}
+    state.update({f"decoder.{k}": v.detach().cpu() for k, v in decoder_state(generator).items()})
+    opts = reference_opts(settings, generator, network)
+    if settings.arch == "hyperstyle":
+        opts["n_hypernet_outputs"] = len(task.encoder.refinement_blocks)
+    latent_avg = task.latent_avg.detach().cpu()
+    if generator.kind == "stylegan3" and settings.arch.startswith("restyle"):
+        latent_avg = latent_avg[0].clone()  # stylegan3-editing stores w_avg itself ([512])
+    arch = dict(arch=settings.arch, backbone=settings.backbone, width=settings.width, input_size=settings.input_size,
+                style_dim=int(generator.w_dim), n_styles=int(generator.num_ws), generator_kind=generator.kind)
+    return {"state_dict": state, "opts": opts, "latent_avg": latent_avg.clone(), "global_step": step,
+            "best_val_loss": best,
+            "sgtool": {"format": FORMAT, "arch": arch, "settings": settings.model_dump(mode="json"),
+                       "step": step, **train_state}}
+
+
+def save_checkpoint(data: dict, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return path
+
+
+def step_checkpoints(run: Path) -> list[Path]:
+    folder = Path(run) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := STEP_FILE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune(run: Path, keep: int) -> None:
+    for path in step_checkpoints(run)[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+def read_resume_state(path: Path) -> dict:
+    """The newest readable step checkpoint's full dict (a file cut short by a kill is skipped)."""
+    for candidate in reversed(step_checkpoints(path)):
+        try:
+            data = torch_load(candidate)
+        except Exception:  # a damaged newest file: fall back to the one before
+            continue
+        if isinstance(data, dict) and isinstance(data.get("sgtool"), dict):
+            return data | {"_path": candidate}
+    raise SgtoolError(f"--resume {path}: no usable checkpoint under {path}/checkpoints; start a new run with -o")
+

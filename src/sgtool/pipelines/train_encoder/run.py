@@ -1,0 +1,425 @@
+"""`train_encoder`: one training run, in one process or as one rank of a torchrun job.
+
+Rank 0 alone writes (checkpoints, run.json, metrics.jsonl, TensorBoard logs, validation grids);
+every rank runs the same steps on its share of each global batch, and DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ...device import resolve_device
+from ...errors import SgtoolError
+from ...losses import load_lpips
+from ...models import load_generator
+from ...models.encoders import read_encoder_checkpoint
+from ...models.encoders.sg2_encoders import build_sg2_encoder
+from ...progress import SILENT, Reporter
+from ...settings import TrainEncoderSettings
+from ...utils.io import digest, file_identity, image_grid, save_image, to_uint8, write_json
+from . import checkpoints as ckpts
+from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
+from .distributed import Dist, average_gradients, convert_batch_norms, setup, teardown
+from .objectives import LatentPool, Objectives, identity_model, make_discriminator
+from .optim import make_optimizer
+from .pretrained import load_backbone
+from .tasks import Batch, EncoderTask, build_encoder, check_generator, default_iterations, tuned_layers
+
+RESUMABLE_CHANGES = {"steps", "val_every", "save_every", "keep_last", "log_every", "workers", "grid_images",
+                     "device", "kernels", "resume", "outdir"}
+SYNTHETIC_TEST_OFFSET = 2 ** 40  # held-out synthetic latents never overlap the training ones
+
+
+def resume_settings(settings: TrainEncoderSettings, given: set[str]) -> tuple[TrainEncoderSettings, dict]:
+    """The run's recorded settings with the options given now; refuses changes that would make a
+    different run (another architecture, data or loss)."""
+    run = Path(settings.resume)
+    record = run / "run.json"
+    if not record.is_file():
+        raise SgtoolError(f"--resume {run}: not a training run (no run.json); pass the -o folder of a "
+                          "train-encoder run")
+    saved = json.loads(record.read_text())["settings"]
+    current = settings.model_dump(mode="json")
+    changed = sorted(k for k in given if k in saved and current.get(k) != saved[k] and k not in RESUMABLE_CHANGES)
+    if changed:
+        what = ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed)
+        raise SgtoolError(f"--resume {run} is a {saved['arch']} run; it cannot change {what}; start a new run "
+                          "with -o instead")
+    merged = dict(saved)
+    merged.update({k: current[k] for k in given if k in RESUMABLE_CHANGES})
+    merged.update(resume=str(run), outdir=str(run))
+    return TrainEncoderSettings(**merged), ckpts.read_resume_state(run)
+
+
+class Trainer:
+    def __init__(self, settings: TrainEncoderSettings, ctx: Dist, reporter: Reporter, resume: dict | None):
+        self.s, self.ctx, self.reporter = settings, ctx, reporter
+        self.outdir = Path(settings.outdir)
+        device = ctx.device
+        torch.manual_seed(settings.seed)
+        network = str(settings.network)
+        generator = load_generator(network, device=device)
+        check_generator(settings, generator, network)
+        self.generator = generator.eval().requires_grad_(False)
+        self.network = network
+        settings = settings.model_copy(update={"iterations": default_iterations(settings, generator)})
+        self.s = settings
+        tuned = tuned_layers(settings, generator) if settings.arch == "hyperstyle" else None
+        encoder = build_encoder(settings, generator, tuned)
+        if resume is None and settings.backbone_init == "pretrained":
+            load_backbone(encoder, settings)
+        encoder = encoder.to(device)
+        if settings.sync_bn and ctx.active:
+            encoder = convert_batch_norms(encoder, device)
+        self.w_encoder, latent_avg = self._start_codes(generator, device)
+        self.discriminator = make_discriminator(settings, generator)
+        lpips_model = (load_lpips("alex", device, random_backbone=settings.lpips_random_backbone, seed=settings.seed)
+                       if settings.lpips_lambda > 0 else None)
+        id_weights = settings.id_weights
+        if settings.id_loss != "none" and settings.id_lambda > 0 and id_weights is None:
+            from ...hub import resolve_reference
+
+            id_weights = resolve_reference("arcface-ir-se50" if settings.id_loss == "arcface" else "moco-v2-resnet50",
+                                           kind="backbone")
+        objectives = Objectives(settings, latent_avg, lpips_model, identity_model(settings, id_weights, device),
+                                self.discriminator.to(device) if self.discriminator is not None else None)
+        self.task = EncoderTask(settings, generator, encoder, latent_avg, objectives, self.w_encoder)
+        find_unused = self.task.progressive
+        self.model = (DistributedDataParallel(encoder, find_unused_parameters=find_unused) if ctx.active
+                      else encoder)
+        self.optimizer = make_optimizer(settings.optimizer, encoder.parameters(), settings.lr)
+        self.d_optimizer = (torch.optim.Adam(self.discriminator.parameters(), lr=settings.w_discriminator_lr)
+                            if self.discriminator is not None else None)
+        self.pools = (LatentPool(settings.w_pool_size), LatentPool(settings.w_pool_size))
+        self.step, self.best, self.bad_files = 0, None, 0
+        if resume is not None:
+            self._restore(resume)
+        self._data()
+
+    # ---- set-up
+    def _start_codes(self, generator, device):
+        s = self.s
+        avg = generator.mapping.w_avg.detach().to(device, torch.float32).reshape(1, -1)
+        latent_avg = avg.expand(generator.num_ws, -1).clone()
+        if s.arch != "hyperstyle":
+            return None, latent_avg
+        if s.w_encoder is None:
+            raise SgtoolError("hyperstyle starts from a W encoder's codes: pass --w-encoder (an e4e/pSp run's best.pt "
+                              "or HyperStyle's faces_w_encoder.pt)")
+        w_ckpt = read_encoder_checkpoint(s.w_encoder)
+        encoder = build_sg2_encoder(w_ckpt, w_ckpt.encoder_type)
+        if encoder.style_count != generator.num_ws or encoder.style_dim != generator.w_dim:
+            raise SgtoolError(f"--w-encoder {s.w_encoder} predicts {encoder.style_count} x {encoder.style_dim} codes; "
+                              f"{self.network} takes {generator.num_ws} x {generator.w_dim}")
+        return encoder.to(device).eval().requires_grad_(False), latent_avg
+
+    def _data(self):
+        s, ctx = self.s, self.ctx
+        if s.synthetic:
+            train, test = SyntheticLatents(s.synthetic_size), SyntheticLatents(s.test_images, SYNTHETIC_TEST_OFFSET)
+            self.counts = {"train": len(train), "test": len(test), "unreadable": 0}
+        else:
+            scan = scan_folder(s.data, s.input_size)
+            if s.test_data is not None:
+                test_scan = scan_folder(s.test_data, s.input_size, what="--test-data")
+                train_files, test_files = scan.files, test_scan.files[:s.test_images]
+                unreadable = len(scan.unreadable) + len(test_scan.unreadable)
+            else:
+                train_files, test_files = split_files(scan.files, s.test_fraction, s.seed)
+                test_files, unreadable = test_files[:s.test_images], len(scan.unreadable)
+            train = FolderImages(train_files, s.input_size, flip=s.flip, seed=s.seed)
+            test = FolderImages(test_files, s.input_size)
+            self.counts = {"train": len(train), "test": len(test), "unreadable": unreadable}
+        self.train_set, self.test_set = train, test
+        self.sampler = GlobalBatchSampler(train, s.batch_size, s.grad_accum, ctx.world, ctx.rank, s.seed)
+        workers = 0 if s.synthetic else s.workers
+        self.loader_args = dict(batch_size=self.sampler.micro, num_workers=workers, drop_last=True,
+                                persistent_workers=False)
+
+    def _restore(self, data: dict):
+        meta = data["sgtool"]
+        prefix = "hypernet." if self.s.arch == "hyperstyle" else "encoder."
+        state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        self.task.encoder.load_state_dict(state, strict=True)
+        self.optimizer.load_state_dict(meta["optimizer"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(meta["discriminator"])
+            self.d_optimizer.load_state_dict(meta["discriminator_optimizer"])
+            for pool, items in zip(self.pools, meta["pools"]):
+                pool.load(items, self.ctx.device)
+        self.step = int(meta["step"])
+        self.best = data.get("best_val_loss")
+        self.bad_files = int(meta.get("bad_files", 0))
+
+    def _train_state(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict(), "bad_files": self.bad_files}
+        if self.discriminator is not None:
+            state.update(discriminator=self.discriminator.state_dict(),
+                         discriminator_optimizer=self.d_optimizer.state_dict(),
+                         pools=[pool.state() for pool in self.pools])
+        return state
+
+    # ---- batches
+    def _batch(self, raw: dict) -> Batch:
+        device = self.ctx.device
+        if self.s.synthetic:
+            images, ws = render_targets(self.generator, raw["index"], self.s.seed, self.s.truncation,
+                                        self.s.input_size, device)
+            return Batch(x=images, latents=ws)
+        return Batch(x=raw["image"].to(device, non_blocking=True))
+
+    def _sync(self, final_micro: bool):
+        def sync(final_iteration: bool):
+            if self.ctx.active and not (final_micro and final_iteration):
+                return self.model.no_sync()
+            return nullcontext()
+        return sync
+
+    def _discriminator_step(self, codes: torch.Tensor) -> dict:
+        """e4e's latent discriminator on mapped w (real) vs the encoder's codes (fake), R1 every d_reg_every."""
+        import torch.nn.functional as F
+
+        s, D = self.s, self.discriminator
+        rng = random.Random(f"{s.seed}:{self.step}:{self.ctx.rank}")
+        z = torch.randn(codes.shape[0], self.generator.z_dim,
+                        generator=torch.Generator().manual_seed(rng.randrange(2 ** 62))).to(codes.device)
+        with torch.no_grad():
+            real = self.generator.mapping(z, None)[:, 0]
+        fake = codes[:, 0].detach()  # e4e discriminates the base code
+        real, fake = self.pools[0].query(real, rng), self.pools[1].query(fake, rng)
+        D.requires_grad_(True)
+        loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(D, self.ctx)
+        self.d_optimizer.step()
+        logs = {"discriminator_loss": float(loss)}
+        if self.step % s.d_reg_every == 0 and s.r1 > 0:
+            real = real.detach().requires_grad_(True)
+            pred = D(real)
+            (grad,) = torch.autograd.grad(pred.sum(), real, create_graph=True)
+            r1 = grad.pow(2).sum(dim=1).mean() * (s.r1 / 2 * s.d_reg_every)
+            self.d_optimizer.zero_grad(set_to_none=True)
+            r1.backward()
+            average_gradients(D, self.ctx)
+            self.d_optimizer.step()
+            logs["discriminator_r1_loss"] = float(r1)
+        D.requires_grad_(False)
+        return logs
+
+    def train_step(self, micro_batches: list[dict]) -> dict:
+        self.task.set_step(self.step)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        last_codes = None
+        for m, raw in enumerate(micro_batches):
+            self.bad_files += int(raw["failed"].sum())
+            batch = self._batch(raw)
+            results = self.task.run(self.model, batch, train=True, sync=self._sync(m == len(micro_batches) - 1))
+            for k, v in results[-1].losses.items():
+                logs[k] = logs.get(k, 0.0) + v / len(micro_batches)
+            last_codes = results[-1].codes
+        if self.s.grad_accum > 1:
+            for p in self.task.encoder.parameters():
+                if p.grad is not None:
+                    p.grad.div_(self.s.grad_accum)
+        self.optimizer.step()
+        if self.discriminator is not None:
+            logs.update(self._discriminator_step(last_codes))
+        return logs
+
+    # ---- validation
+    @torch.no_grad()
+    def validate(self) -> dict:
+        from ...metrics import mse
+
+        s = self.s
+        self.model.eval()
+        self.task.set_step(self.step)
+        loader = DataLoader(self.test_set, batch_size=max(1, min(s.batch_size, 8)), shuffle=False,
+                            num_workers=0 if s.synthetic else min(2, s.workers))
+        sums: dict[str, float] = {}
+        count, grid = 0, []
+        for raw in loader:
+            batch = self._batch(raw)
+            results = self.task.run(self.task.encoder, batch, train=False)
+            n = batch.x.shape[0]
+            final = results[-1]
+            values = dict(final.losses)
+            values["mse"] = float(mse(final.images, batch.x).mean())
+            objectives = self.task.losses
+            if objectives.lpips is not None:
+                values["lpips"] = float(objectives.lpips(final.images, batch.x).mean())
+            if objectives.id_model is not None:
+                values["id_similarity"] = float((objectives.id_model.embed(final.images)
+                                                 * objectives.id_model.embed(batch.x)).sum(1).mean())
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            count += n
+            if len(grid) < s.grid_images:
+                for i in range(min(n, s.grid_images - len(grid))):
+                    grid.append([batch.x[i]] + [r.images[i] for r in results])
+        self.model.train()
+        metrics = {k: v / count for k, v in sums.items()}
+        self.last_grid = grid
+        return metrics
+
+    def _write_grid(self, writer) -> Path:
+        rows = self.last_grid
+        tiles = np.stack([to_uint8(img.unsqueeze(0).cpu())[0] for row in rows for img in row])
+        grid = image_grid(tiles, cols=len(rows[0]))
+        path = save_image(grid, self.outdir / "val" / f"step_{self.step:07d}.png")
+        if writer is not None:
+            writer.add_image("val/input_then_iterations", grid, self.step, dataformats="HWC")
+        return path
+
+    # ---- the run
+    def checkpoint(self, best: bool = False) -> Path:
+        data = ckpts.checkpoint_dict(self.task, self.s, self.generator, self.network, self.step, self.best,
+                                     self._train_state())
+        if best:
+            return ckpts.save_checkpoint(data, self.outdir / "best.pt")
+        path = ckpts.save_checkpoint(data, self.outdir / "checkpoints" / f"step_{self.step:07d}.pt")
+        ckpts.prune(self.outdir, self.s.keep_last)
+        return path
+
+    def parameter_digest(self) -> str:
+        return digest(b"".join(p.detach().cpu().numpy().tobytes() for p in self.task.encoder.parameters()))
+
+    def run(self) -> dict:
+        s, ctx = self.s, self.ctx
+        writer = log = None
+        if ctx.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=str(self.outdir / "logs"), purge_step=self.step or None)
+            log = open(self.outdir / "metrics.jsonl", "a")
+            self._record("running")
+        self.reporter.start(f"train {s.arch}", total=s.steps)
+        self.reporter.advance(self.step)
+        start = time.perf_counter()
+        first_step = self.step
+        val = {}
+        try:
+            if self.step == 0:  # the untrained encoder's held-out loss, the baseline of the run
+                val = self.validate()
+                if ctx.main:
+                    self._log(writer, log, "test", val)
+            while self.step < s.steps:
+                epoch, offset = divmod(self.step, self.sampler.steps_per_epoch)
+                self.sampler.set_epoch(epoch)
+                self.sampler.start_step = offset
+                if isinstance(self.train_set, FolderImages):
+                    self.train_set.epoch = epoch
+                iterator = iter(DataLoader(self.train_set, sampler=self.sampler, **self.loader_args))
+                for _ in range(offset, self.sampler.steps_per_epoch):
+                    micro = [next(iterator) for _ in range(s.grad_accum)]
+                    logs = self.train_step(micro)
+                    self.step += 1
+                    self.reporter.advance(1, info=f"loss {logs['loss']:.4f}")
+                    if ctx.main and (self.step % s.log_every == 0 or self.step == s.steps):
+                        self._log(writer, log, "train", logs)
+                    if self.step % s.val_every == 0 or self.step == s.steps:
+                        val = self.validate()
+                        if ctx.main:
+                            self._log(writer, log, "test", val)
+                            self._write_grid(writer)
+                            if self.best is None or val["loss"] < self.best:
+                                self.best = val["loss"]
+                                self.checkpoint(best=True)
+                    if ctx.main and (self.step % s.save_every == 0 or self.step == s.steps):
+                        self.checkpoint()
+                    if self.step >= s.steps:
+                        break
+        finally:
+            self.reporter.finish()
+            if writer is not None:
+                writer.close()
+                log.close()
+        digests = self._gather_digests()
+        seconds = time.perf_counter() - start
+        summary = {"status": "done", "outdir": str(self.outdir), "arch": s.arch, "steps": self.step,
+                   "steps_this_run": self.step - first_step, "seconds": seconds,
+                   "steps_per_second": (self.step - first_step) / seconds if seconds > 0 else None,
+                   "world_size": ctx.world, "best_val_loss": self.best, "val": val, "data": self.counts,
+                   "bad_files": self.bad_files, "rank_parameter_digests": digests,
+                   "best": str(self.outdir / "best.pt"), "checkpoints": [str(p) for p in
+                                                                         ckpts.step_checkpoints(self.outdir)]}
+        if ctx.main:
+            self._record("done", summary)
+        return summary
+
+    def _gather_digests(self) -> list[str]:
+        mine = self.parameter_digest()
+        if not self.ctx.active:
+            return [mine]
+        import torch.distributed as dist
+
+        gathered: list = [None] * self.ctx.world
+        dist.all_gather_object(gathered, mine)
+        return gathered
+
+    def _log(self, writer, log, split: str, values: dict) -> None:
+        for k, v in values.items():
+            writer.add_scalar(f"{split}/{k}", v, self.step)
+        log.write(json.dumps({"step": self.step, "split": split, **values}) + "\n")
+        log.flush()
+
+    def _record(self, status: str, summary: dict | None = None) -> None:
+        write_json({"status": status, "arch": self.s.arch, "step": self.step, "best_val_loss": self.best,
+                    "network": file_identity(self.network) if Path(self.network).is_file() else self.network,
+                    "settings": self.s.model_dump(mode="json"), "data": self.counts, "summary": summary},
+                   self.outdir / "run.json")
+
+
+def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = frozenset(),
+                  reporter: Reporter = SILENT) -> dict:
+    """Train (or with settings.resume, continue) an encoder; returns the run's summary."""
+    resume = None
+    if settings.resume is not None:
+        settings, resume = resume_settings(settings, set(given))
+    elif settings.network is None:
+        raise SgtoolError("--network is required: the generator the encoder learns to invert into")
+    elif not settings.synthetic and settings.data is None:
+        raise SgtoolError("pass --data FOLDER (aligned images) or --synthetic (images rendered by the generator)")
+    elif (Path(settings.outdir) / "run.json").exists():
+        raise SgtoolError(f"{settings.outdir} already holds a training run; continue it with --resume "
+                          f"{settings.outdir} or choose another -o")
+    ctx = setup(resolve_device(settings.device))
+    try:
+        if ctx.main:
+            Path(settings.outdir).mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(settings, ctx, reporter if ctx.main else SILENT, resume)
+        return trainer.run()
+    finally:
+        teardown(ctx)
+
+
+def find_runs(folder) -> list[dict]:
+    """The train-encoder runs under `folder` (any depth): arch, status, step, best checkpoint."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SgtoolError(f"--runs {folder} is not a folder")
+    runs = []
+    for record in sorted(folder.rglob("run.json")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or "arch" not in data or "settings" not in data:
+            continue  # another command's run.json
+        best = record.parent / "best.pt"
+        runs.append({"run": str(record.parent), "arch": data["arch"], "status": data.get("status"),
+                     "step": data.get("step"), "best_val_loss": data.get("best_val_loss"),
+                     "best": str(best) if best.is_file() else None})
+    return runs

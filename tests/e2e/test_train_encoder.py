@@ -1,0 +1,264 @@
+"""sgtool train-encoder on the golden 64 px generators: learning, resume, torchrun, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from support.golden import GOLDEN
+
+SG2 = GOLDEN / "generators" / "sg2_64.pkl"
+SG3 = GOLDEN / "generators" / "sg3t_64.pkl"
+TINY = ["--width", "0.0625", "--input-size", "64", "--backbone-init", "random", "--id-loss", "none",
+        "--lpips-lambda", "0", "--device", "cpu", "--set", "test_images=8", "--optimizer", "adam", "--lr", "1e-3",
+        "--workers", "0"]
+E4E_FAST = ["--set", "progressive_start=0", "--set", "progressive_step_every=10"]
+
+
+def train(*args, env=None, check=True, launcher=("-m", "sgtool")):
+    result = subprocess.run([sys.executable, *launcher, "train-encoder", *map(str, args), "--json"],
+                            capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stderr[-3000:])
+    return result
+
+
+def held_out(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss_l2"] for r in rows if r["split"] == "test"]
+
+
+def load(path: Path) -> dict:
+    from sgtool.models.formats import torch_load
+
+    return torch_load(path)
+
+
+def trained(data: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in data["state_dict"].items() if not k.startswith("decoder.")}
+
+
+@pytest.fixture(scope="module")
+def e4e_run(tmp_path_factory):
+    """A tiny e4e (progressive, latent discriminator) trained 300 steps: the 3x check and HyperStyle's W encoder."""
+    run = tmp_path_factory.mktemp("train") / "e4e"
+    train("-n", SG2, "--synthetic", "--arch", "e4e", *TINY, *E4E_FAST, "--steps", 300, "--batch-size", 4,
+          "--val-every", 300, "--save-every", 300, "-o", run)
+    return run
+
+
+@pytest.mark.slow
+def test_e4e_lowers_the_held_out_loss_3x(e4e_run):
+    losses = held_out(e4e_run)
+    assert losses[0] / losses[-1] >= 3, losses
+    summary = json.loads((e4e_run / "run.json").read_text())["summary"]
+    assert summary["status"] == "done" and summary["steps"] == 300
+    assert (e4e_run / "best.pt").is_file() and list((e4e_run / "val").glob("*.png"))
+    assert list((e4e_run / "logs").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_restyle_psp_lowers_the_held_out_loss_3x(tmp_path):
+    train("-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--steps", 300,
+          "--batch-size", 4, "--val-every", 300, "--save-every", 300, "-o", tmp_path / "run")
+    losses = held_out(tmp_path / "run")
+    assert losses[0] / losses[-1] >= 3, losses
+
+
+@pytest.mark.slow
+def test_hyperstyle_with_to_rgb_layers_trains_and_loads_in_invert(tmp_path, e4e_run):
+    run = tmp_path / "hyper"
+    train("-n", SG2, "--synthetic", "--arch", "hyperstyle", "--backbone", "resnet34", *TINY, "--iterations", 2,
+          "--w-encoder", e4e_run / "best.pt", "--layers-to-tune", "0,1,2,3,4,5,6,7", "--steps", 300,
+          "--batch-size", 4, "--val-every", 300, "--save-every", 300, "-o", run)
+    losses = held_out(run)
+    assert losses[0] / losses[-1] >= 3, losses
+
+    from sgtool.pipelines.invert import load_encoder
+
+    inverter = load_encoder(run / "best.pt", w_encoder=e4e_run / "best.pt")
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    steps = inverter.invert(x, steps=2)
+    deltas = steps[-1].deltas
+    assert sorted(deltas) == list(range(8))
+    channels = inverter.generator.synthesis.b4.torgb.weight.shape[1]
+    assert tuple(deltas[1].shape) == (1, 3, channels, 1, 1)  # a to-RGB layer, predicted spatially
+    assert not torch.allclose(deltas[1], deltas[1].mean())
+    # The file's hypernet weights are the ones the inverter runs.
+    state = trained(load(run / "best.pt"))
+    for name, value in inverter.hypernet.state_dict().items():
+        torch.testing.assert_close(value, state[f"hypernet.{name}"].to(value.dtype), atol=0, rtol=0)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
+    common = ["-n", SG2, "--synthetic", "--arch", "e4e", *TINY, *E4E_FAST, "--batch-size", 2, "--val-every", 3,
+              "--save-every", 3, "--set", "d_reg_every=2", "--set", "w_pool_size=3"]
+    train(*common, "--steps", 6, "-o", tmp_path / "whole")
+    train(*common, "--steps", 3, "-o", tmp_path / "split")
+    train("--resume", tmp_path / "split", "--steps", 6)
+    whole, split = load(tmp_path / "whole/checkpoints/step_0000006.pt"), load(tmp_path / "split/checkpoints/step_0000006.pt")
+    for name, value in trained(whole).items():
+        assert torch.equal(value, trained(split)[name]), name
+    for name, value in whole["sgtool"]["discriminator"].items():
+        assert torch.equal(value, split["sgtool"]["discriminator"][name]), name
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch):
+    from sgtool.pipelines.train_encoder import checkpoints
+
+    run = tmp_path / "run"
+    train("-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 1, "--batch-size", 2,
+          "--steps", 2, "--val-every", 2, "--save-every", 2, "-o", run)
+    previous = run / "checkpoints/step_0000002.pt"
+    data = load(previous)
+
+    def dies_midway(obj, f):
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_checkpoint(data, run / "checkpoints/step_0000004.pt")
+    assert not (run / "checkpoints/step_0000004.pt").exists()
+    assert checkpoints.read_resume_state(run)["_path"] == previous
+    assert torch.equal(trained(load(previous))["encoder.styles.0.linear.weight"],
+                       data["state_dict"]["encoder.styles.0.linear.weight"])
+
+
+def test_a_trained_checkpoint_inverts_like_the_reference_architecture(tmp_path):
+    """sgtool invert on the run's best.pt gives the ReStyle codes of the architecture built from its weights."""
+    from sgtool.models.encoders import BackboneEncoder
+    from sgtool.models.encoders.inverter import face_pool
+    from sgtool.pipelines.invert import load_encoder
+    from sgtool.pipelines.render import synthesize
+
+    run = tmp_path / "run"
+    train("-n", SG3, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--batch-size", 2,
+          "--steps", 3, "--val-every", 3, "--save-every", 3, "-o", run)
+    data = load(run / "best.pt")
+    arch = data["sgtool"]["arch"]
+    encoder = BackboneEncoder(n_styles=16, input_nc=6, width=arch["width"], style_dim=arch["style_dim"],
+                              input_size=arch["input_size"])
+    encoder.load_state_dict({k[8:]: v for k, v in data["state_dict"].items() if k.startswith("encoder.")})
+    encoder.eval()
+    inverter = load_encoder(run / "best.pt")  # the embedded decoder
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    steps = inverter.invert(x, steps=2)
+    with torch.no_grad():
+        avg = data["latent_avg"].reshape(1, 1, -1).expand(2, 16, -1)
+        small = face_pool(x, 64)
+        previous = face_pool(synthesize(inverter.generator, avg[:1]), 64).expand(2, -1, -1, -1)
+        codes = avg
+        for step in steps:
+            codes = encoder(torch.cat([small, previous], 1)) + codes
+            previous = face_pool(synthesize(inverter.generator, codes), 64)
+            torch.testing.assert_close(step.latents, codes, atol=1e-5, rtol=1e-5)
+
+    out = tmp_path / "inv"
+    Image.fromarray(np.uint8(np.random.RandomState(0).rand(64, 64, 3) * 255)).save(tmp_path / "face.png")
+    result = subprocess.run([sys.executable, "-m", "sgtool", "invert", str(tmp_path / "face.png"), "--encoder",
+                             str(run / "best.pt"), "--no-align", "--device", "cpu", "-o", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (out / "face_latent.npy").is_file()
+    listing = subprocess.run([sys.executable, "-m", "sgtool", "models", "list", "--runs", str(tmp_path), "--json"],
+                             capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    runs = json.loads(listing.stdout)["runs"]
+    assert [r["arch"] for r in runs] == ["restyle-psp"] and runs[0]["best"].endswith("best.pt")
+
+
+def test_full_width_checkpoints_have_the_reference_layout(tmp_path):
+    """ReStyle-pSp at width 1 writes the key set, shapes and opts fields of stylegan3-editing's checkpoint."""
+    run = tmp_path / "run"
+    train("-n", SG3, "--synthetic", "--arch", "restyle-psp", "--backbone-init", "random", "--id-loss", "none",
+          "--lpips-lambda", "0", "--device", "cpu", "--set", "test_images=2", "--iterations", 1, "--batch-size", 2,
+          "--steps", 1, "--val-every", 1, "--save-every", 1, "--workers", 0, "-o", run)
+    ours = load(run / "best.pt")
+    golden = load(GOLDEN / "encoders" / "BackboneEncoder_ckpt.pt")
+    mine = {k: tuple(v.shape) for k, v in ours["state_dict"].items() if k.startswith("encoder.")}
+    theirs = {k: tuple(v.shape) for k, v in golden["state_dict"].items() if k.startswith("encoder.")}
+    assert mine.keys() == theirs.keys()
+    # Only the style layers' output differs: this generator's w_dim is 32, the golden one's 512.
+    assert {k for k in mine if mine[k] != theirs[k]} <= {k for k in mine if ".linear." in k}
+    assert set(ours["opts"]) == set(golden["opts"])
+    assert {"state_dict", "opts", "latent_avg"} <= set(ours)
+    assert ours["latent_avg"].shape == (32,)
+    assert any(k.startswith("decoder.synthesis.input.") for k in ours["state_dict"])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tmp_path):
+    common = ["-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--batch-size", 4,
+              "--steps", 3, "--val-every", 3, "--save-every", 3, "--sync-bn"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    train(*common, "-o", tmp_path / "one", env=env)
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sgtool")
+    result = train(*common, "-o", tmp_path / "two", env=env, launcher=torchrun)
+    summary = json.loads((tmp_path / "two" / "run.json").read_text())["summary"]
+    assert summary["world_size"] == 2
+    digests = summary["rank_parameter_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1], result.stdout
+    one, two = trained(load(tmp_path / "one/checkpoints/step_0000003.pt")), \
+        trained(load(tmp_path / "two/checkpoints/step_0000003.pt"))
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def _write(path: Path, size=(64, 64)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.uint8(np.random.RandomState(len(str(path))).rand(size[1], size[0], 3) * 255)).save(path)
+
+
+@pytest.mark.parametrize("case", ["empty", "unreadable", "wrong-size", "wrong-generator", "other-arch"])
+def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(tmp_path, case):
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["-n", SG2, "--data", data, "--arch", "restyle-psp", *TINY, "--steps", 2, "-o", tmp_path / "run"]
+    if case == "unreadable":
+        (data / "a.png").write_bytes(b"not an image")
+    elif case == "wrong-size":
+        _write(data / "a.png", (64, 48))
+    elif case == "wrong-generator":
+        args = ["-n", SG3, "--synthetic", "--arch", "hyperstyle", "--backbone", "resnet34", *TINY, "-o",
+                tmp_path / "run"]
+    elif case == "other-arch":
+        for i in range(4):
+            _write(data / f"{i}.png")
+        train(*args[:-2], "--batch-size", 2, "--val-every", 2, "--save-every", 2, "-o", tmp_path / "run")
+        before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+        args = ["--resume", tmp_path / "run", "--arch", "e4e"]
+    result = train(*args, check=False)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr, result.stderr
+    expected = {"empty": "holds no readable images", "unreadable": "1 unreadable", "wrong-size": "64x48",
+                "wrong-generator": "HyperStyle tunes StyleGAN2", "other-arch": "cannot change arch"}[case]
+    assert expected in lines[0]
+    if case == "other-arch":
+        assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    else:
+        assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_folder_data_skips_and_counts_bad_files(tmp_path):
+    data = tmp_path / "aligned"
+    for i in range(6):
+        _write(data / f"p{i}_face0_aligned.png")
+        _write(data / f"p{i}_face0_crop.png", (80, 64))  # sgtool align's unaligned crops are left out
+    (data / "broken.png").write_bytes(b"garbage")
+    run = tmp_path / "run"
+    train("-n", SG2, "--data", data, "--arch", "restyle-psp", *TINY, "--iterations", 1, "--batch-size", 2,
+          "--steps", 2, "--val-every", 2, "--save-every", 2, "-o", run, "--workers", 1)
+    summary = json.loads((run / "run.json").read_text())["summary"]
+    assert summary["data"] == {"train": 5, "test": 1, "unreadable": 1}
+    shutil.rmtree(run)
