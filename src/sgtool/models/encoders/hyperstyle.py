@@ -57,10 +57,11 @@ class SharedWeightsHypernet(nn.Module):
     def __init__(self, f_size: int = 3, z_dim: int = 512, out_size: int = 512, in_size: int = 512):
         super().__init__()
         self.f_size, self.z_dim, self.out_size, self.in_size = f_size, z_dim, out_size, in_size
-        self.w1 = nn.Parameter(torch.zeros(z_dim, out_size * f_size * f_size))
-        self.b1 = nn.Parameter(torch.zeros(out_size * f_size * f_size))
-        self.w2 = nn.Parameter(torch.zeros(z_dim, in_size * z_dim))
-        self.b2 = nn.Parameter(torch.zeros(in_size * z_dim))
+        # N(0, 1/40^2), HyperStyle's initialisation (zeros would leave both factors without gradient).
+        self.w1 = nn.Parameter(torch.randn(z_dim, out_size * f_size * f_size) / 40)
+        self.b1 = nn.Parameter(torch.randn(out_size * f_size * f_size) / 40)
+        self.w2 = nn.Parameter(torch.randn(z_dim, in_size * z_dim) / 40)
+        self.b2 = nn.Parameter(torch.randn(in_size * z_dim) / 40)
 
     def forward(self, z):
         batch = z.shape[0]
@@ -308,10 +309,12 @@ def build_hypernet(generator, tuned: list[int], input_nc: int = 6, width: float 
         raise CheckpointError(f"{source}: layers {bad} do not exist; the generator has {len(layers)} (0-"
                               f"{len(layers) - 1})")
     shapes = layer_shapes(generator)
-    shared = sorted({shapes[i] for i in tuned if i in SHARED_LAYERS})
-    if len(shared) > 1 or (shared and shared[0][2] != 3):
-        raise CheckpointError(f"{source}: the layers {[i for i in tuned if i in SHARED_LAYERS]} share one hypernet "
-                              f"but the generator's shapes differ ({shared}); tune other layers")
+    shared = [i for i in tuned if i in SHARED_LAYERS]
+    odd = [i for i in shared if shapes[i] != shapes[shared[0]]]
+    if odd:
+        raise CheckpointError(f"{source}: layers {shared} share one hypernet, which makes {shapes[shared[0]]} "
+                              f"(out, in, kernel) offsets, but the generator's layers {odd} are "
+                              f"{[shapes[i] for i in odd]}; leave {odd} out of the tuned layers")
     to_rgb = tuple(i for i, (_, is_rgb) in enumerate(layers) if is_rgb)
     return SharedWeightsHyperNetResNet(shapes, tuned, len(layers), input_nc=input_nc, to_rgb=to_rgb, width=width,
                                        input_size=input_size)
