@@ -280,8 +280,10 @@ def describe_validation_error(exc: ValidationError, command: str, layers: _Layer
     """The first problem of a ValidationError as one line naming the key, the value, where it came from and the fix."""
     error = exc.errors()[0]
     loc = [str(part) for part in error.get("loc", ()) if not str(part).startswith("function-")]
-    key = ".".join(loc) or "settings"
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
+    if not loc:  # a check across several settings: its message names them
+        return f"{message}; see `sgtool {command} --help` or configs/{command}.yaml"
+    key = ".".join(loc)
     value = error.get("input")
     source = layers.source_of(loc) if layers is not None else None
     shown = "" if isinstance(value, dict) or value is None and "missing" in error.get("type", "") \

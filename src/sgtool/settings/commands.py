@@ -438,8 +438,9 @@ class TrainEncoderSettings(Runtime):
                                                               "into (frozen)")
     arch: Annotated[Literal[ENCODER_ARCHS], Cli()] = Field("restyle-psp", description="restyle-psp, restyle-e4e, "
                                                           "psp, e4e or hyperstyle")
-    backbone: Annotated[Literal["ir-se50", "resnet34"], Cli()] = Field(
-        "ir-se50", description="encoder backbone (HyperStyle: resnet34 always; pSp/e4e: ir-se50 always)")
+    backbone: Annotated[Literal["ir-se50", "resnet34"] | None, Cli()] = Field(
+        None, description="encoder backbone (null: the arch's; ReStyle: ir-se50 or resnet34, pSp/e4e: ir-se50, "
+        "HyperStyle: resnet34)")
     width: Annotated[float, Cli()] = Field(1.0, gt=0, le=1, description="channel multiplier of backbone and heads "
                                            "(1: the released layout; smaller: tiny encoders only sgtool loads)")
     input_size: Annotated[int, Cli()] = Field(256, ge=32, le=1024, description="side of the encoder input "
@@ -511,6 +512,11 @@ class TrainEncoderSettings(Runtime):
     seed: Annotated[int, Cli()] = Field(0, ge=0, lt=2 ** 31, description="seed of initialisation, data order and "
                                         "synthetic latents")
 
+    @property
+    def encoder_backbone(self) -> str:
+        """--backbone, or the arch's own when it is not given."""
+        return self.backbone or ("resnet34" if self.arch == "hyperstyle" else "ir-se50")
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.synthetic and self.data is not None:
@@ -519,10 +525,13 @@ class TrainEncoderSettings(Runtime):
             raise ValueError("--test-data goes with --data")
         if self.latent_lambda and not self.synthetic:
             raise ValueError("latent_lambda needs --synthetic (only rendered images have known latents)")
-        if self.arch == "hyperstyle" and self.backbone != "resnet34" and "backbone" in self.model_fields_set:
-            raise ValueError("hyperstyle's backbone is resnet34")
-        if self.arch in ("psp", "e4e") and self.backbone != "ir-se50":
-            raise ValueError(f"{self.arch} uses the ir-se50 backbone")
+        if self.arch == "hyperstyle" and self.backbone not in (None, "resnet34"):
+            raise ValueError("--arch hyperstyle uses the resnet34 backbone; drop --backbone")
+        if self.arch in ("psp", "e4e") and self.backbone not in (None, "ir-se50"):
+            raise ValueError(f"--arch {self.arch} uses the ir-se50 backbone; drop --backbone")
+        if self.width != 1 and self.backbone_init == "pretrained":
+            raise ValueError(f"--width {self.width}: the released backbones are full width; train a narrower encoder "
+                             "with --backbone-init random")
         if self.input_size & (self.input_size - 1):
             raise ValueError("input_size must be a power of two")
         return self
