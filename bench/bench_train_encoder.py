@@ -1,8 +1,8 @@
 """Encoder training speed on the CPU: ReStyle-pSp over IR-SE50 (full width) at 256 px, batch 2, on the
 golden StyleGAN3-T 64 px generator, one process and two gloo processes (torchrun, the same global batch).
 
-Prints steps per second over each whole run (its two validations included) and the ratio of
-two processes to one. Usage: python bench/bench_train_encoder.py [--steps N]
+Prints the median seconds per training step of each run (validation and saving left out) as steps
+per second, and the ratio of two processes to one. Usage: python bench/bench_train_encoder.py [--steps N]
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ def run(steps: int, outdir: Path, processes: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=7)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for processes in (1, 2):
             summary = run(args.steps, Path(tmp) / f"p{processes}", processes)
-            rows.append((processes, summary["steps_per_second"]))
+            rows.append((processes, 1 / summary["seconds_per_step_median"]))
     base = rows[0][1]
-    print(f"train-encoder, ReStyle-pSp IR-SE50 256 px, batch 2 (global), {args.steps} steps; the rate includes the start and end validations")
+    print(f"train-encoder, ReStyle-pSp IR-SE50 256 px, batch 2 (global), median of {args.steps} steps")
     print(f"{'processes':>10} {'steps/s':>10} {'s/step':>10} {'vs 1 process':>14}")
     for processes, rate in rows:
         print(f"{processes:>10} {rate:>10.3f} {1 / rate:>10.2f} {rate / base:>13.2f}x")

@@ -12,8 +12,9 @@ from .options import Run, command
 def train_encoder(settings: TrainEncoderSettings, run: Run):
     """Train an encoder for a generator: ReStyle-pSp/e4e, pSp, e4e or HyperStyle, on aligned images or --synthetic.
 
-    Distributed: torchrun --nproc-per-node N -m sgtool train-encoder ... (one global batch, DDP). Continue a
-    stopped run with --resume RUN. Checkpoints load in `sgtool invert --encoder RUN/best.pt`.
+    On several processes or GPUs: torchrun --nproc-per-node N -m sgtool train-encoder ...
+
+    After a stop: sgtool train-encoder --resume RUN. The result: sgtool invert --encoder RUN/best.pt
     """
     with progress_bars(run.json, transient=False) as bars:
         summary = run_training(settings, given=run.given, reporter=RichReporter(bars))

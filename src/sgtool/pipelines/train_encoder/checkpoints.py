@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ...errors import CheckpointError, SgtoolError
+from ...models.encoders.hyperstyle import generator_layers
 from ...models.formats import torch_load
 from ...models.rosinality import export_rosinality
 from ...settings import TrainEncoderSettings
@@ -29,10 +30,10 @@ _COMMON = dict(dataset_type="ffhq_encode", batch_size=8, test_batch_size=8, work
                device="cuda:0")
 
 
-def reference_opts(settings: TrainEncoderSettings, generator, network: str) -> dict:
+def reference_opts(settings: TrainEncoderSettings, generator, network: str, w_encoder=None) -> dict:
     """The reference trainer's options for this run (its field names; sgtool's values)."""
     s = settings
-    encoder_type = ENCODER_TYPES[(s.arch, s.backbone)]
+    encoder_type = ENCODER_TYPES[(s.arch, s.encoder_backbone)]
     base = dict(_COMMON, exp_dir=str(s.outdir), encoder_type=encoder_type, batch_size=s.batch_size,
                 workers=s.workers, learning_rate=s.lr, optim_name=s.optimizer, l2_lambda=s.l2_lambda,
                 lpips_lambda=s.lpips_lambda, id_lambda=s.id_lambda if s.id_loss == "arcface" else 0.0,
@@ -61,8 +62,8 @@ def reference_opts(settings: TrainEncoderSettings, generator, network: str) -> d
                     keep_optimizer=False, **e4e)
     return dict(base, dataset_type="ffhq_hypernet", input_nc=6, output_size=int(generator.img_resolution),
                 moco_lambda=moco, max_val_batches=None, n_iters_per_batch=s.iterations, load_w_encoder=True,
-                w_encoder_checkpoint_path=str(s.w_encoder), w_encoder_type="Encoder4Editing",
-                layers_to_tune=s.layers_to_tune, n_hypernet_outputs=None)
+                w_encoder_checkpoint_path=str(s.w_encoder), w_encoder_type=type(w_encoder).__name__,
+                layers_to_tune=s.layers_to_tune, n_hypernet_outputs=len(generator_layers(generator)))
 
 
 def progressive_steps(settings: TrainEncoderSettings, num_ws: int) -> list[int] | None:
@@ -83,18 +84,17 @@ def decoder_state(generator) -> dict[str, torch.Tensor]:
     return {k: v for k, v in generator.state_dict().items()}
 
 
-def checkpoint_dict(task, settings: TrainEncoderSettings, generator, network: str, step: int, best: float | None,
-                    train_state: dict) -> dict:
+def checkpoint_dict(task, settings: TrainEncoderSettings, generator, decoder: dict, network: str, step: int,
+                    best: float | None, train_state: dict) -> dict:
+    """`decoder`: `decoder_state(generator)`."""
     prefix = "hypernet" if settings.arch == "hyperstyle" else "encoder"
     state = {f"{prefix}.{k}": v.detach().cpu() for k, v in task.encoder.state_dict().items()}
-    state.update({f"decoder.{k}": v.detach().cpu() for k, v in decoder_state(generator).items()})
-    opts = reference_opts(settings, generator, network)
-    if settings.arch == "hyperstyle":
-        opts["n_hypernet_outputs"] = len(task.encoder.refinement_blocks)
+    state.update({f"decoder.{k}": v.detach().cpu() for k, v in decoder.items()})
+    opts = reference_opts(settings, generator, network, task.w_encoder)
     latent_avg = task.latent_avg.detach().cpu()
     if generator.kind == "stylegan3" and settings.arch.startswith("restyle"):
         latent_avg = latent_avg[0].clone()  # stylegan3-editing stores w_avg itself ([512])
-    arch = dict(arch=settings.arch, backbone=settings.backbone, width=settings.width, input_size=settings.input_size,
+    arch = dict(arch=settings.arch, backbone=settings.encoder_backbone, width=settings.width, input_size=settings.input_size,
                 style_dim=int(generator.w_dim), n_styles=int(generator.num_ws), generator_kind=generator.kind)
     return {"state_dict": state, "opts": opts, "latent_avg": latent_avg.clone(), "global_step": step,
             "best_val_loss": best,

@@ -13,6 +13,7 @@ from ...errors import CheckpointError, SgtoolError
 from ...metrics import IdentityModel
 from ...models.encoders.discriminator import LatentCodesDiscriminator
 from ...settings import TrainEncoderSettings
+from .pretrained import read_state_dict
 from .tasks import progressive_deltas
 
 MOCO_PREFIX = "module.encoder_q."
@@ -30,14 +31,7 @@ class MocoFeatures(nn.Module):
 
     @classmethod
     def load(cls, path, device="cpu") -> "MocoFeatures":
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read MoCo weights {path} as a weights-only checkpoint "
-                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        state = data.get("state_dict", data) if isinstance(data, dict) else None
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} is not a MoCo checkpoint (expected a state_dict)")
+        state = read_state_dict(path, "MoCo v2 ResNet-50")
         state = {k[len(MOCO_PREFIX):] if k.startswith(MOCO_PREFIX) else k: v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         model = cls()
@@ -113,7 +107,10 @@ class Objectives:
             logs["loss_lpips"] = float(lp)
             total = total + s.lpips_lambda * lp
         if self.id_model is not None:
-            similarity = (self.id_model.embed(y_hat) * self.id_model.embed(y).detach()).sum(dim=1).mean()
+            if batch.id_target is None:
+                with torch.no_grad():
+                    batch.id_target = self.id_model.embed(y)
+            similarity = (self.id_model.embed(y_hat) * batch.id_target).sum(dim=1).mean()
             logs["loss_id"] = float(1 - similarity)
             total = total + s.id_lambda * (1 - similarity)
         if s.w_norm_lambda > 0:

@@ -3,43 +3,38 @@ RGB weights into the first three input channels), ResNet-34 from torchvision's I
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from ...errors import CheckpointError, SgtoolError
+from ...errors import CheckpointError
+from ...models.encoders.backbones import RESNET34_UNITS
+from ...models.formats import torch_load
 from ...settings import TrainEncoderSettings
-
-RESNET34_UNITS = (3, 4, 6, 3)
 
 
 def default_backbone_weights(settings: TrainEncoderSettings) -> str:
-    return "resnet34-imagenet" if settings.arch == "hyperstyle" or settings.backbone == "resnet34" \
-        else "arcface-ir-se50"
+    return "resnet34-imagenet" if settings.encoder_backbone == "resnet34" else "arcface-ir-se50"
 
 
-def _read(path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read backbone weights {path} as a weights-only state dict "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds no state dict")
-    return state
+def read_state_dict(path, what: str) -> dict[str, torch.Tensor]:
+    """A weights-only state dict (a `state_dict` entry unwrapped), or one line saying what the file is not."""
+    data = torch_load(Path(path))
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds no state dict; pass the {what} weights")
+    return data
 
 
 def load_backbone(encoder: nn.Module, settings: TrainEncoderSettings) -> str:
     """Copy the pretrained backbone into `encoder` (heads stay random); returns the weights used."""
     from ...hub import resolve_reference
 
-    if settings.width != 1:
-        raise SgtoolError(f"--width {settings.width}: the released backbones are full width; train a narrower "
-                          "encoder with --backbone-init random")
     reference = settings.backbone_weights or default_backbone_weights(settings)
     path = resolve_reference(reference, kind="backbone")
-    state = _read(path)
+    state = read_state_dict(path, "backbone")
     ours = encoder.state_dict()
     if "input_layer.0.weight" in ours:  # IR-SE
         if "input_layer.0.weight" not in state:
@@ -63,6 +58,6 @@ def load_backbone(encoder: nn.Module, settings: TrainEncoderSettings) -> str:
                     picked[new + k[len(old):]] = v
     wrong = [k for k, v in picked.items() if k not in ours or tuple(ours[k].shape) != tuple(v.shape)]
     if wrong:
-        raise CheckpointError(f"{path} does not fit the {settings.backbone} backbone ({', '.join(wrong[:3])})")
+        raise CheckpointError(f"{path} does not fit the {settings.encoder_backbone} backbone ({', '.join(wrong[:3])})")
     encoder.load_state_dict(picked, strict=False)
     return str(path)

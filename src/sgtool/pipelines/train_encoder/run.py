@@ -64,8 +64,8 @@ class Trainer:
     def __init__(self, settings: TrainEncoderSettings, ctx: Dist, reporter: Reporter, resume: dict | None):
         self.s, self.ctx, self.reporter = settings, ctx, reporter
         self.outdir = Path(settings.outdir)
+        self._data()  # bad data fails first, before any model loads
         device = ctx.device
-        torch.manual_seed(settings.seed)
         network = str(settings.network)
         generator = load_generator(network, device=device)
         check_generator(settings, generator, network)
@@ -74,6 +74,7 @@ class Trainer:
         settings = settings.model_copy(update={"iterations": default_iterations(settings, generator)})
         self.s = settings
         tuned = tuned_layers(settings, generator) if settings.arch == "hyperstyle" else None
+        torch.manual_seed(settings.seed)  # the initial weights depend on the seed alone
         encoder = build_encoder(settings, generator, tuned)
         if resume is None and settings.backbone_init == "pretrained":
             load_backbone(encoder, settings)
@@ -103,7 +104,7 @@ class Trainer:
         self.step, self.best, self.bad_files = 0, None, 0
         if resume is not None:
             self._restore(resume)
-        self._data()
+        self.decoder = ckpts.decoder_state(generator)  # frozen: converted once for every checkpoint
 
     # ---- set-up
     def _start_codes(self, generator, device):
@@ -256,13 +257,11 @@ class Trainer:
             n = batch.x.shape[0]
             final = results[-1]
             values = dict(final.losses)
-            values["mse"] = float(mse(final.images, batch.x).mean())
-            objectives = self.task.losses
-            if objectives.lpips is not None:
-                values["lpips"] = float(objectives.lpips(final.images, batch.x).mean())
-            if objectives.id_model is not None:
-                values["id_similarity"] = float((objectives.id_model.embed(final.images)
-                                                 * objectives.id_model.embed(batch.x)).sum(1).mean())
+            values["mse"] = float(mse(final.images, batch.x).mean())  # of the clamped images, as invert --metrics
+            if "loss_lpips" in values:
+                values["lpips"] = values["loss_lpips"]
+            if "loss_id" in values:
+                values["id_similarity"] = 1 - values["loss_id"]
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * n
             count += n
@@ -276,7 +275,7 @@ class Trainer:
 
     def _write_grid(self, writer) -> Path:
         rows = self.last_grid
-        tiles = np.stack([to_uint8(img.unsqueeze(0).cpu())[0] for row in rows for img in row])
+        tiles = to_uint8(torch.stack([img.cpu() for row in rows for img in row]))
         grid = image_grid(tiles, cols=len(rows[0]))
         path = save_image(grid, self.outdir / "val" / f"step_{self.step:07d}.png")
         if writer is not None:
@@ -285,8 +284,8 @@ class Trainer:
 
     # ---- the run
     def checkpoint(self, best: bool = False) -> Path:
-        data = ckpts.checkpoint_dict(self.task, self.s, self.generator, self.network, self.step, self.best,
-                                     self._train_state())
+        data = ckpts.checkpoint_dict(self.task, self.s, self.generator, self.decoder, self.network, self.step,
+                                     self.best, self._train_state())
         if best:
             return ckpts.save_checkpoint(data, self.outdir / "best.pt")
         path = ckpts.save_checkpoint(data, self.outdir / "checkpoints" / f"step_{self.step:07d}.pt")
@@ -302,6 +301,7 @@ class Trainer:
         if ctx.main:
             from torch.utils.tensorboard import SummaryWriter
 
+            self.outdir.mkdir(parents=True, exist_ok=True)
             writer = SummaryWriter(log_dir=str(self.outdir / "logs"), purge_step=self.step or None)
             log = open(self.outdir / "metrics.jsonl", "a")
             self._record("running")
@@ -309,6 +309,7 @@ class Trainer:
         self.reporter.advance(self.step)
         start = time.perf_counter()
         first_step = self.step
+        step_seconds: list[float] = []  # data + optimizer step, validation and saving left out
         val = {}
         try:
             if self.step == 0:  # the untrained encoder's held-out loss, the baseline of the run
@@ -323,8 +324,10 @@ class Trainer:
                     self.train_set.epoch = epoch
                 iterator = iter(DataLoader(self.train_set, sampler=self.sampler, **self.loader_args))
                 for _ in range(offset, self.sampler.steps_per_epoch):
+                    tick = time.perf_counter()
                     micro = [next(iterator) for _ in range(s.grad_accum)]
                     logs = self.train_step(micro)
+                    step_seconds.append(time.perf_counter() - tick)
                     self.step += 1
                     self.reporter.advance(1, info=f"loss {logs['loss']:.4f}")
                     if ctx.main and (self.step % s.log_every == 0 or self.step == s.steps):
@@ -347,10 +350,11 @@ class Trainer:
                 writer.close()
                 log.close()
         digests = self._gather_digests()
+        self.bad_files = self._total(self.bad_files)
         seconds = time.perf_counter() - start
         summary = {"status": "done", "outdir": str(self.outdir), "arch": s.arch, "steps": self.step,
                    "steps_this_run": self.step - first_step, "seconds": seconds,
-                   "steps_per_second": (self.step - first_step) / seconds if seconds > 0 else None,
+                   "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,
                    "world_size": ctx.world, "best_val_loss": self.best, "val": val, "data": self.counts,
                    "bad_files": self.bad_files, "rank_parameter_digests": digests,
                    "best": str(self.outdir / "best.pt"), "checkpoints": [str(p) for p in
@@ -358,6 +362,16 @@ class Trainer:
         if ctx.main:
             self._record("done", summary)
         return summary
+
+    def _total(self, count: int) -> int:
+        """A count summed over the ranks (each read its own share of the data)."""
+        if not self.ctx.active:
+            return count
+        import torch.distributed as dist
+
+        value = torch.tensor([count], dtype=torch.int64)
+        dist.all_reduce(value)
+        return int(value)
 
     def _gather_digests(self) -> list[str]:
         mine = self.parameter_digest()
@@ -397,8 +411,6 @@ def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = 
                           f"{settings.outdir} or choose another -o")
     ctx = setup(resolve_device(settings.device))
     try:
-        if ctx.main:
-            Path(settings.outdir).mkdir(parents=True, exist_ok=True)
         trainer = Trainer(settings, ctx, reporter if ctx.main else SILENT, resume)
         return trainer.run()
     finally:

@@ -43,6 +43,7 @@ class IterationResult:
 class Batch:
     x: torch.Tensor  # encoder input [B, 3, S, S] in [-1, 1]
     latents: torch.Tensor | None = None  # known W+ of synthetic images
+    id_target: torch.Tensor | None = None  # the identity net's embedding of x, computed once per batch
 
 
 def default_iterations(settings: TrainEncoderSettings, generator) -> int:
@@ -84,7 +85,7 @@ def build_encoder(settings: TrainEncoderSettings, generator, tuned: list[int] | 
     common = dict(width=settings.width, input_size=settings.input_size)
     if settings.arch == "hyperstyle":
         return build_hypernet(generator, tuned, input_nc=6, source="--layers-to-tune", **common)
-    encoder_type = ENCODER_TYPES[(settings.arch, settings.backbone)]
+    encoder_type = ENCODER_TYPES[(settings.arch, settings.encoder_backbone)]
     common["style_dim"] = generator.w_dim
     if settings.arch.startswith("restyle"):
         cls = RESTYLE_ENCODERS[encoder_type][1]
