@@ -79,9 +79,11 @@ def test_restyle_psp_lowers_the_held_out_loss_3x(tmp_path):
 @pytest.mark.slow
 def test_hyperstyle_with_to_rgb_layers_trains_and_loads_in_invert(tmp_path, e4e_run):
     run = tmp_path / "hyper"
-    train("-n", SG2, "--synthetic", "--arch", "hyperstyle", "--backbone", "resnet34", *TINY, "--iterations", 2,
-          "--w-encoder", e4e_run / "best.pt", "--layers-to-tune", "0,1,2,3,4,5,6,7", "--steps", 60,
-          "--batch-size", 4, "--val-every", 60, "--save-every", 60, "-o", run)
+    # Every layer but 11 and 12, whose shapes differ from the shared hypernet's; 1, 4, 7, 10, 13 are to-RGB.
+    layers = "0,1,2,3,4,5,6,7,8,9,10,13"
+    train("-n", SG2, "--synthetic", "--arch", "hyperstyle", *TINY, "--iterations", 2, "--w-encoder",
+          e4e_run / "best.pt", "--layers-to-tune", layers, "--steps", 60, "--batch-size", 4, "--val-every", 60,
+          "--save-every", 60, "-o", run)
     losses = held_out(run)
     # The weight offsets improve on the W encoder's reconstruction (only ~6% in 300 steps so far: see issue 18).
     assert losses[-1] < losses[0], losses
@@ -92,7 +94,8 @@ def test_hyperstyle_with_to_rgb_layers_trains_and_loads_in_invert(tmp_path, e4e_
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     steps = inverter.invert(x, steps=2)
     deltas = steps[-1].deltas
-    assert sorted(deltas) == list(range(8))
+    assert sorted(deltas) == [int(i) for i in layers.split(",")]
+    assert deltas[0].abs().max() > 0  # the shared hypernet learns (its factors must not start at zero)
     channels = inverter.generator.synthesis.b4.torgb.weight.shape[1]
     assert tuple(deltas[1].shape) == (1, 3, channels, 1, 1)  # a to-RGB layer, predicted spatially
     assert not torch.allclose(deltas[1], deltas[1].mean())
@@ -215,9 +218,24 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1], result.stdout
     one, two = trained(load(tmp_path / "one/checkpoints/step_0000003.pt")), \
         trained(load(tmp_path / "two/checkpoints/step_0000003.pt"))
-    for name, value in one.items():
-        # 3 steps of 2 iterations through IR-50: float-order differences reach ~1e-4 relative.
-        torch.testing.assert_close(two[name], value, atol=1e-3, rtol=1e-3, msg=name)
+    # Float-level differences of the renders (batch 2 vs 4) grow through each iteration's backward, so compare
+    # the parameter updates: one process's and two processes' agree to 0.1% of their size (measured 3e-5); summed
+    # instead of averaged gradients or unsynchronised batch norm miss by far more.
+    from sgtool.models import load_generator
+    from sgtool.pipelines.train_encoder.tasks import build_encoder
+    from sgtool.settings import TrainEncoderSettings
+
+    settings = TrainEncoderSettings(**json.loads((tmp_path / "one" / "run.json").read_text())["settings"])
+    generator = load_generator(str(SG2))
+    torch.manual_seed(settings.seed)  # the trainer's initial weights
+    init = build_encoder(settings, generator).state_dict()
+    names = [k[len("encoder."):] for k in one if "running_" not in k and "num_batches" not in k]
+    update_gap = sum((two[f"encoder.{k}"] - one[f"encoder.{k}"]).square().sum() for k in names)
+    update = sum((one[f"encoder.{k}"] - init[k]).square().sum() for k in names)
+    assert update > 0 and (update_gap / update).sqrt() < 1e-3, float((update_gap / update).sqrt())
+    for name in one:
+        if "running_" in name:
+            torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-3, msg=name)
 
 
 def _write(path: Path, size=(64, 64)):
@@ -235,8 +253,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(tmp_path, case):
     elif case == "wrong-size":
         _write(data / "a.png", (64, 48))
     elif case == "wrong-generator":
-        args = ["-n", SG3, "--synthetic", "--arch", "hyperstyle", "--backbone", "resnet34", *TINY, "-o",
-                tmp_path / "run"]
+        args = ["-n", SG3, "--synthetic", "--arch", "hyperstyle", *TINY, "-o", tmp_path / "run"]
     elif case == "other-arch":
         for i in range(4):
             _write(data / f"{i}.png")
