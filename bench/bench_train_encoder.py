@@ -36,7 +36,7 @@ def run(steps: int, outdir: Path, processes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=7)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # run_all.py leaves its own arguments in sys.argv
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for processes in (1, 2):
