@@ -97,6 +97,12 @@ class MappingNetwork(nn.Module):
 FP16_DEVICES = ["cuda"]
 
 
-def layer_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
-    """float16 for a layer NVIDIA marks fp16 (`num_fp16_res`) unless fp32 is forced, on FP16_DEVICES."""
-    return torch.float16 if use_fp16 and not force_fp32 and device.type in FP16_DEVICES else torch.float32
+def full_precision(module: nn.Module) -> torch.dtype:
+    """float64 for a module converted with `.double()`, else float32 (the dtype its fp32 layers compute in)."""
+    return torch.float64 if next(module.parameters()).dtype == torch.float64 else torch.float32
+
+
+def layer_dtype(use_fp16: bool, force_fp32: bool, device: torch.device,
+                full: torch.dtype = torch.float32) -> torch.dtype:
+    """float16 for a layer NVIDIA marks fp16 (`num_fp16_res`) unless fp32 is forced, on FP16_DEVICES; else `full`."""
+    return torch.float16 if use_fp16 and not force_fp32 and device.type in FP16_DEVICES else full

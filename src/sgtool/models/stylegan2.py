@@ -1,7 +1,8 @@
 """StyleGAN2 generator in NVIDIA's StyleGAN2-ADA layout (architectures orig, skip, resnet).
 
 Parameter and buffer names match NVIDIA's stylegan2-ada-pytorch / stylegan3 repositories so
-their state dicts load with strict=True. Layers marked fp16 there are rendered in float32 here.
+their state dicts load with strict=True. Layers marked fp16 there are rendered in float32 here; a generator
+converted with `.double()` renders in float64 (reference checks free of float32 rounding).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 
 from .. import kernels
 from ..kernels.ref import ACTIVATIONS, filter_size
-from .layers import FullyConnectedLayer, MappingNetwork, layer_dtype
+from .layers import FullyConnectedLayer, MappingNetwork, full_precision, layer_dtype
 
 
 def upsample2d(x, f, up=2):
@@ -148,7 +149,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, noise_mode="random", fused_modconv=None, force_fp32=True, **unused):
         w_iter = iter(ws.unbind(dim=1))
-        dtype = layer_dtype(self.use_fp16, force_fp32, ws.device)
+        dtype = layer_dtype(self.use_fp16, force_fp32, ws.device, full=ws.dtype)
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
         if fused_modconv == "inference_only":
@@ -169,7 +170,7 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(ws.dtype)
             img = img + y if img is not None else y
         return x, img
 
@@ -201,7 +202,7 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, noise_mode="const", force_fp32=True, **block_kwargs):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        ws = ws.to(torch.float32)
+        ws = ws.to(full_precision(self))
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:

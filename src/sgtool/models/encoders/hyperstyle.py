@@ -276,7 +276,7 @@ class HyperStyleInverter(nn.Module):
             raise ValueError("StyleGAN2 generators have no input transform; invert aligned crops only")
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (self.input_size, self.input_size):
             raise ValueError(f"x must be [B, 3, {self.input_size}, {self.input_size}], got {tuple(x.shape)}")
-        x = x.to(self.latent_avg.device, torch.float32)
+        x = x.to(self.latent_avg.device, self.latent_avg.dtype)  # float64 after .double()
         w_feed, feed = encoder_size(self.w_encoder), encoder_size(self.hypernet)
         codes = self.w_encoder(fit_input(x, w_feed)) + self.latent_avg
         x_feed = fit_input(x, feed)
