@@ -3,6 +3,7 @@ batch of 2 as stored), and the adjusted generator as an ordinary generator (save
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -25,6 +26,11 @@ IMAGE_ATOL = {1: 1e-3, 2: 2e-3, 3: 3e-3}
 # Sums over up to 2.4M offsets cancel heavily (some are near 0), so rtol alone cannot hold even between two
 # thread counts of the reference; the absolute floor is 4x the README's observed 2-thread vs 1-thread spread.
 SUM_ATOL = {1: 3e-3, 2: 1.2e-2, 3: 7e-2}
+# Float32 rounding, amplified by the refinement feeding its own output back, depends on the CPU: against a float64
+# run of the reference code, the golden corners are 6.9e-5 off at iteration 3, the reference code's own float32 run
+# on an AVX2 CPU 1.4e-4 off, sgtool's 1.2e-4 (the same math: sgtool and the reference agree to 1e-6 in float64).
+# So float64 runs meet the README's corner tolerance at every iteration, float32 runs up to iteration 2.
+FLOAT32_CORNER_ITERATIONS = (1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +46,15 @@ def golden_run():
         patch.setattr(torch.hub, "download_url_to_file", no_download)
         inverter = load_hyperstyle(folder / "hyperstyle_256.pt", w_encoder=folder / "w_encoder_256.pt")
     steps = inverter.invert(io["x"], steps=3, keep_full=True)
+    return inverter, steps, io
+
+
+@pytest.fixture(scope="module")
+def golden_run_float64(golden_run):
+    inverter, _, io = golden_run
+    inverter = copy.deepcopy(inverter).double()
+    steps = inverter.invert(io["x"].double(), steps=3, keep_full=True)
+    assert steps[-1].images_full.dtype == steps[-1].deltas[0].dtype == torch.float64
     return inverter, steps, io
 
 
@@ -62,17 +77,20 @@ def test_w_code_uses_hyperstyles_own_latent_avg(golden_run):
     torch.testing.assert_close(steps[0].previous, io["y_hat_w"], atol=1e-4, rtol=1e-4)  # the first hypernet input
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("t", [1, 2, 3])
-def test_iteration_images_and_cumulative_deltas_match(golden_run, t):
-    _, steps, io = golden_run
+def test_iteration_images_and_cumulative_deltas_match(request, precision, t):
+    _, steps, io = request.getfixturevalue("golden_run" if precision == "float32" else "golden_run_float64")
     step = steps[t - 1]
-    torch.testing.assert_close(step.images_full, io[f"images_it{t}"], atol=IMAGE_ATOL[t], rtol=0)
+    torch.testing.assert_close(step.images_full, io[f"images_it{t}"].to(step.images_full.dtype),
+                               atol=IMAGE_ATOL[t], rtol=0)
     shapes = io["delta_shapes"].tolist()
     assert sorted(step.deltas) == io["tuned_layers"].tolist()
     for layer, delta in step.deltas.items():
         assert list(delta.shape[1:]) == shapes[layer]
         key = f"delta_it{t}_l{layer:02d}"
-        torch.testing.assert_close(delta[:, :8, :8], io[f"{key}_corner"], atol=1e-4, rtol=0)
+        if precision == "float64" or t in FLOAT32_CORNER_ITERATIONS:
+            torch.testing.assert_close(delta[:, :8, :8], io[f"{key}_corner"].to(delta.dtype), atol=1e-4, rtol=0)
         d = delta.double()
         for suffix, value in (("sum_out", d.sum((2, 3, 4))), ("sum_in", d.sum((1, 3, 4)))):
             torch.testing.assert_close(value, io[f"{key}_{suffix}"], atol=SUM_ATOL[t], rtol=1e-4)
