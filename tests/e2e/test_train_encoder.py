@@ -58,9 +58,9 @@ def e4e_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_e4e_lowers_the_held_out_loss(e4e_run):
-    # Measured 2.4x in 300 steps on this 2-core machine (issue 18 asks for 3x; see its note).
+    # Measured 4.5x in 300 steps (1.11 -> 0.25) on this 2-core machine; issue 18 asks for 3x.
     losses = held_out(e4e_run)
-    assert losses[0] / losses[-1] >= 2, losses
+    assert losses[0] / losses[-1] >= 3, losses
     summary = json.loads((e4e_run / "run.json").read_text())["summary"]
     assert summary["status"] == "done" and summary["steps"] == 300
     assert (e4e_run / "best.pt").is_file() and list((e4e_run / "val").glob("*.png"))
@@ -69,11 +69,11 @@ def test_e4e_lowers_the_held_out_loss(e4e_run):
 
 @pytest.mark.slow
 def test_restyle_psp_lowers_the_held_out_loss_3x(tmp_path):
-    # Measured 3.0x in 300 steps; the bound leaves room for other CPUs' rounding.
+    # Measured 4.1x in 300 steps (1.10 -> 0.27); issue 18 asks for 3x.
     train("-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--steps", 300,
           "--batch-size", 4, "--val-every", 300, "--save-every", 300, "-o", tmp_path / "run")
     losses = held_out(tmp_path / "run")
-    assert losses[0] / losses[-1] >= 2.5, losses
+    assert losses[0] / losses[-1] >= 3, losses
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_hyperstyle_with_to_rgb_layers_trains_and_loads_in_invert(tmp_path, e4e_
           e4e_run / "best.pt", "--layers-to-tune", layers, "--steps", 60, "--batch-size", 4, "--val-every", 60,
           "--save-every", 60, "-o", run)
     losses = held_out(run)
-    # The weight offsets improve on the W encoder's reconstruction (only ~6% in 300 steps so far: see issue 18).
+    # The weight offsets improve on the W encoder's reconstruction (1.45x in 200 steps, not the 3x issue 18 asks).
     assert losses[-1] < losses[0], losses
 
     from sgtool.pipelines.invert import load_encoder
@@ -206,8 +206,12 @@ def test_full_width_checkpoints_have_the_reference_layout(tmp_path):
 def test_two_gloo_processes_match_one_process(tmp_path):
     # Ranger's first steps are unrectified (gradient-proportional) updates, so float-level gradient differences
     # stay float-level; Adam's per-element normalisation would blow near-zero ones up to the learning rate.
+    # Truncated latents: at psi 1, 45% of this generator's target pixels sit clamped at +-1 and the updates of the
+    # two runs were 2.4e-3 apart with two iterations (9e-6 with one, 5e-6 at psi 0.5): rounding, apparently amplified through
+    # the second iteration's input, which truncated latents keep out of the comparison.
     common = ["-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--optimizer", "ranger", "--iterations", 2,
-              "--batch-size", 4, "--steps", 3, "--val-every", 3, "--save-every", 3, "--sync-bn"]
+              "--batch-size", 4, "--steps", 3, "--val-every", 3, "--save-every", 3, "--sync-bn",
+              "--set", "truncation=0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     train(*common, "-o", tmp_path / "one", env=env)
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sgtool")
@@ -219,7 +223,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     one, two = trained(load(tmp_path / "one/checkpoints/step_0000003.pt")), \
         trained(load(tmp_path / "two/checkpoints/step_0000003.pt"))
     # Float-level differences of the renders (batch 2 vs 4) grow through each iteration's backward, so compare
-    # the parameter updates: one process's and two processes' agree to 0.1% of their size (measured 3e-5); summed
+    # the parameter updates: one process's and two processes' agree to 0.1% of their size (measured 5e-6); summed
     # instead of averaged gradients or unsynchronised batch norm miss by far more.
     from sgtool.models import load_generator
     from sgtool.pipelines.train_encoder.tasks import build_encoder

@@ -134,11 +134,12 @@ def latent_seed(seed: int, index: int) -> int:
 
 @torch.no_grad()
 def render_targets(generator, indices: torch.Tensor, seed: int, truncation: float, size: int, device):
-    """(images [B, 3, size, size], their W+ latents) for synthetic indices."""
+    """(images [B, 3, size, size], their W+ latents) for synthetic indices, clamped to [-1, 1] like any image
+    file: an encoder trained on them meets photos, and pixels beyond the range are no picture's content."""
     z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(latent_seed(seed, int(i))))
                      for i in indices]).to(device)
     ws = generator.mapping(z, None, truncation_psi=truncation)
-    images = synthesize(generator, ws)
+    images = synthesize(generator, ws).clamp(-1, 1)
     return torch.nn.functional.adaptive_avg_pool2d(images, (size, size)), ws
 
 

@@ -1,0 +1,23 @@
+"""train-encoder's synthetic data: renders of known latents, in the image range like any image file."""
+
+from __future__ import annotations
+
+import torch
+
+from support.golden import GOLDEN
+from sgtool.models import load_generator
+from sgtool.pipelines.render import synthesize
+from sgtool.pipelines.train_encoder.data import render_targets
+
+
+def test_synthetic_targets_are_renders_of_their_latents_clamped_to_the_image_range():
+    generator = load_generator(GOLDEN / "generators" / "sg2_64.pkl").eval()
+    indices = torch.arange(4)
+    images, ws = render_targets(generator, indices, seed=0, truncation=1.0, size=64, device="cpu")
+    raw = synthesize(generator, ws)
+    assert raw.abs().max() > 1.5  # this random-weight generator renders far outside [-1, 1]
+    torch.testing.assert_close(images, raw.clamp(-1, 1), atol=0, rtol=0)
+    again, ws_again = render_targets(generator, indices, seed=0, truncation=1.0, size=64, device="cpu")
+    assert torch.equal(again, images) and torch.equal(ws_again, ws)  # the index and seed fix the latent
+    pooled, _ = render_targets(generator, indices, seed=0, truncation=1.0, size=32, device="cpu")
+    torch.testing.assert_close(pooled, torch.nn.functional.avg_pool2d(images, 2))
