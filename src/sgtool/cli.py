@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 import typer
 
@@ -59,5 +61,19 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
         os.environ["SGTOOL_OFFLINE"] = "1"
 
 
+def _one_line_warnings() -> None:
+    """sgtool's own warnings (a fallback taken, a setting ignored) as one line each, without source excerpts."""
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            return f"sgtool: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+
+
 def main() -> None:
+    _one_line_warnings()
     app()

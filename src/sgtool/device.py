@@ -47,16 +47,16 @@ def bf16_support(device: torch.device) -> str | None:
     return f"bfloat16 is not used on {device.type}"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, setting: str = "--precision") -> str:
     """fp32 or bf16: `auto` is bf16 where it is fast, else fp32; bf16 asked for where it is not falls back to fp32
-    with one warning."""
+    with one warning naming `setting`."""
     if precision == "fp32":
         return "fp32"
     missing = bf16_support(device)
     if missing is None:
         return "bf16"
     if precision == "bf16":
-        warnings.warn(f"--precision bf16: {missing}; using float32", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{setting} bf16: {missing}; using float32", RuntimeWarning, stacklevel=2)
     return "fp32"
 
 

@@ -274,3 +274,19 @@ def test_edit_syntax_is_checked_before_any_work(corpus, tmp_path):
     _check(runner.invoke(app, ["video", str(files["photo"]), "-e", str(files["encoder"]), "--edit", "age",
                                "-o", str(tmp_path / "v")]), 2, "age")
     assert not (tmp_path / "v").exists()
+
+
+def test_sgtools_own_warnings_print_as_one_line_and_others_as_python_prints_them(monkeypatch):
+    import warnings
+    from pathlib import Path
+
+    import sgtool
+    from sgtool import cli
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after the test
+    cli._one_line_warnings()
+    ours = str(Path(sgtool.__file__).parent / "pipelines" / "project.py")
+    message = "projector.precision bf16: no bf16 here; using float32"
+    assert warnings.formatwarning(message, RuntimeWarning, ours, 114, "line") == f"sgtool: {message}\n"
+    theirs = warnings.formatwarning("a library's own warning", UserWarning, "/elsewhere/lib.py", 3, "x = 1")
+    assert theirs.startswith("/elsewhere/lib.py:3: UserWarning: a library's own warning\n")

@@ -81,3 +81,43 @@ def test_350_bf16_steps_end_within_2_percent_of_float32(name):
         finals[precision] = record
     for key in ("mse", "lpips"):
         assert abs(finals["bf16"][key] - finals["fp32"][key]) <= 0.02 * finals["fp32"][key], (key, finals)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Projection (invert --method optimize|hybrid, tune's pivots): the same switch, `projector.precision`.
+
+
+def projection(precision, steps=2):
+    """The projection's steps alone (invert_target's final render after them is float32 on purpose)."""
+    from sgtool.losses import load_lpips
+    from sgtool.pipelines.project import project
+    from sgtool.settings import Projector
+
+    G = load_generator(golden_dir("generators", "sg3t_64.pkl"))
+    photo = generator_target(skimage.data.astronaut(), G.img_resolution)
+    lpips_model = load_lpips("vgg", CPU, random_backbone=True)
+    return lambda: project(G, photo, num_steps=steps, lpips_model=lpips_model,
+                           **Projector(precision=precision).options())
+
+
+def test_projection_bf16_is_taken_where_the_cpu_has_it(monkeypatch):
+    # The flags stand in for the instructions (without them torch emulates bfloat16, slowly, same dtypes).
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {devices.BF16_CPU_FLAGS[0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback said
+        assert conv_output_dtypes(projection("bf16")) == {torch.bfloat16}
+        assert conv_output_dtypes(projection("auto")) == {torch.bfloat16}
+    assert conv_output_dtypes(projection("fp32")) == {torch.float32}
+
+
+def test_projection_without_the_instructions_falls_back_to_float32_with_one_warning(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
+    run = projection("bf16")
+    fallback = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert conv_output_dtypes(lambda: fallback.append(run())) == {torch.float32}
+    said = [w for w in caught if "neither AVX512-BF16 nor AMX; using float32" in str(w.message)]
+    assert len(said) == 1 and said[0].category is RuntimeWarning
+    float32 = projection("fp32")()
+    torch.testing.assert_close(fallback[0].latents, float32.latents, atol=0, rtol=0)  # float32 exactly

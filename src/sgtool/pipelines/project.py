@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..device import autocast, resolve_precision
 from ..errors import SgtoolError
 
 LPIPS_SIZE = 256
@@ -94,7 +95,7 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
             l2_weight: float = 1.0, lpips_model=None, seed: int = 0, transform: torch.Tensor | None = None,
             initial_learning_rate: float | None = None, initial_noise_factor: float | None = None, lr_rampdown_length: float = 0.25,
             lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75, regularize_noise_weight: float = 1e5,
-            w_avg_samples: int = 10_000,
+            w_avg_samples: int = 10_000, precision: str = "fp32",
             callback: Callable[[ProjectionStep], bool | None] | None = None) -> ProjectionResult:
     """Find the latent whose render matches `target` ([3, H, W] in [-1, 1], resized to G's resolution).
 
@@ -103,12 +104,14 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
     `callback(ProjectionStep)` is called after every step; returning True stops the run there.
     `initial_noise_factor` None: NVIDIA's 0.05 in W; 0.01 in W+, where every style gets its own
     noise draw and the same factor would perturb the image far more (and slows convergence).
+    `precision` bf16 (or auto) renders and scores in bfloat16 where the device supports it, as PTI does.
     """
     if space not in ("w", "w+"):
         raise SgtoolError(f"--space must be w or w+, got {space!r}")
     if num_steps < 1:
         raise SgtoolError(f"--num-steps must be at least 1, got {num_steps}")
     device = next(G.parameters()).device
+    precision = resolve_precision(precision, device, setting="projector.precision")
     if lpips_model is None:
         from ..losses import load_lpips
 
@@ -157,8 +160,10 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
 
         w_noise = torch.randn(w_opt.shape, generator=rng, device=device) * noise_scale
         ws = (w_opt + w_noise).expand(1, num_ws, G.w_dim)
-        synth = G.synthesis(ws, **render_kwargs)
-        dist = lpips_model(_for_lpips(synth), target_lpips).sum()
+        with autocast(precision, device):
+            synth = G.synthesis(ws, **render_kwargs)
+            dist = lpips_model(_for_lpips(synth), target_lpips).float().sum()
+        synth = synth.float()
         if l2_weight:
             dist = dist + l2_weight * F.mse_loss(synth, target)
         loss = dist + regularize_noise_weight * _noise_penalty(noise_maps) if noise_maps else dist

@@ -123,6 +123,9 @@ class Projector(Settings):
     regularize_noise_weight: float = Field(1e5, ge=0, description="StyleGAN2 noise-map regulariser weight")
     w_avg_samples: int | None = Field(None, ge=1, le=1_000_000, description="mapped samples for the mean and "
                                       "spread of w (null: the recipe's)")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="bf16: generator and LPIPS in bfloat16 (latent, Adam and losses float32) where the CPU "
+        "(AVX512-BF16/AMX) or GPU has it, else float32 with one warning; auto: bf16 only there, silently")
 
     def options(self, hybrid: bool = False) -> dict:
         """Keyword arguments for `pipelines.project.project`."""
