@@ -227,7 +227,8 @@ def test_crafted_checkpoints(corpus, craft, needle, command):
 
 def test_encoder_given_as_generator_says_so(corpus):
     root, files = corpus
-    for args in (["generate", "-n", str(files["encoder"]), "-o", str(root / "out-enc")], ["info", str(files["encoder"])]):
+    for args in (["generate", "-n", str(files["encoder"]), "-o", str(root / "out-enc")],
+                 ["info", str(files["encoder"])]):
         _check(runner.invoke(app, args), 2, "encoder checkpoint", "pass it as --encoder")
 
 

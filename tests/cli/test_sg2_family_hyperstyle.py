@@ -27,8 +27,8 @@ IMAGE_ATOL = {1: 1e-3, 2: 2e-3, 3: 3e-3}
 # thread counts of the reference; the absolute floor is 4x the README's observed 2-thread vs 1-thread spread.
 SUM_ATOL = {1: 3e-3, 2: 1.2e-2, 3: 7e-2}
 # Float32 rounding, amplified by the refinement feeding its own output back, depends on the CPU: against a float64
-# run of the reference code, the golden corners are 6.9e-5 off at iteration 3, the reference code's own float32 run
-# on an AVX2 CPU 1.4e-4 off, sgtool's 1.2e-4 (the same math: sgtool and the reference agree to 1e-6 in float64).
+# run of the reference code (its CUDA ops as plain PyTorch), the golden corners are 6.9e-5 off at iteration 3, its
+# float32 run on an AVX2 CPU 1.4e-4 off, sgtool's 1.2e-4 (the same math: the two agree to 1e-6 in float64).
 # So float64 runs meet the README's corner tolerance at every iteration, float32 runs up to iteration 2.
 FLOAT32_CORNER_ITERATIONS = (1, 2)
 

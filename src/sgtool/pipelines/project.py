@@ -93,8 +93,9 @@ def _prepare_target(G, target: torch.Tensor, device) -> torch.Tensor:
 
 def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", init_latent=None,
             l2_weight: float = 1.0, lpips_model=None, seed: int = 0, transform: torch.Tensor | None = None,
-            initial_learning_rate: float | None = None, initial_noise_factor: float | None = None, lr_rampdown_length: float = 0.25,
-            lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75, regularize_noise_weight: float = 1e5,
+            initial_learning_rate: float | None = None, initial_noise_factor: float | None = None,
+            lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75,
+            regularize_noise_weight: float = 1e5,
             w_avg_samples: int = 10_000, precision: str = "fp32",
             callback: Callable[[ProjectionStep], bool | None] | None = None) -> ProjectionResult:
     """Find the latent whose render matches `target` ([3, H, W] in [-1, 1], resized to G's resolution).
