@@ -68,7 +68,7 @@ def _one_line_warnings() -> None:
 
     def formatted(message, category, filename, lineno, line=None):
         if str(Path(filename).resolve()).startswith(package):
-            return f"sgtool: {message}\n"
+            return f"{message}\n"  # each names its source ("sgtool kernels: ...", "sgtool: projector.precision ...")
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = formatted

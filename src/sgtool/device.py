@@ -56,7 +56,7 @@ def resolve_precision(precision: str, device: torch.device, setting: str = "--pr
     if missing is None:
         return "bf16"
     if precision == "bf16":
-        warnings.warn(f"{setting} bf16: {missing}; using float32", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"sgtool: {setting} bf16: {missing}; using float32", RuntimeWarning, stacklevel=2)
     return "fp32"
 
 

@@ -287,7 +287,7 @@ def test_sgtools_own_warnings_print_as_one_line_and_others_as_python_prints_them
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after the test
     cli._one_line_warnings()
     ours = str(Path(sgtool.__file__).parent / "pipelines" / "project.py")
-    message = "projector.precision bf16: no bf16 here; using float32"
-    assert warnings.formatwarning(message, RuntimeWarning, ours, 114, "line") == f"sgtool: {message}\n"
+    message = "sgtool: projector.precision bf16: no bf16 here; using float32"
+    assert warnings.formatwarning(message, RuntimeWarning, ours, 114, "line") == f"{message}\n"
     theirs = warnings.formatwarning("a library's own warning", UserWarning, "/elsewhere/lib.py", 3, "x = 1")
     assert theirs.startswith("/elsewhere/lib.py:3: UserWarning: a library's own warning\n")
