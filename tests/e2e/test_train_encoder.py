@@ -111,7 +111,8 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
     train(*common, "--steps", 6, "-o", tmp_path / "whole")
     train(*common, "--steps", 3, "-o", tmp_path / "split")
     train("--resume", tmp_path / "split", "--steps", 6)
-    whole, split = load(tmp_path / "whole/checkpoints/step_0000006.pt"), load(tmp_path / "split/checkpoints/step_0000006.pt")
+    whole = load(tmp_path / "whole/checkpoints/step_0000006.pt")
+    split = load(tmp_path / "split/checkpoints/step_0000006.pt")
     for name, value in trained(whole).items():
         assert torch.equal(value, trained(split)[name]), name
     for name, value in whole["sgtool"]["discriminator"].items():
@@ -207,8 +208,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # Ranger's first steps are unrectified (gradient-proportional) updates, so float-level gradient differences
     # stay float-level; Adam's per-element normalisation would blow near-zero ones up to the learning rate.
     # Truncated latents: at psi 1, 45% of this generator's target pixels sit clamped at +-1 and the updates of the
-    # two runs were 2.4e-3 apart with two iterations (9e-6 with one, 5e-6 at psi 0.5): rounding, apparently amplified through
-    # the second iteration's input, which truncated latents keep out of the comparison.
+    # two runs were 2.4e-3 apart with two iterations (9e-6 with one, 5e-6 at psi 0.5): rounding, apparently
+    # amplified through the second iteration's input, which truncated latents keep out of the comparison.
     common = ["-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--optimizer", "ranger", "--iterations", 2,
               "--batch-size", 4, "--steps", 3, "--val-every", 3, "--save-every", 3, "--sync-bn",
               "--set", "truncation=0.5"]
