@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support.golden import GOLDEN
+from support.golden import GOLDEN, golden_dir
 
 SG2 = GOLDEN / "generators" / "sg2_64.pkl"
 SG3 = GOLDEN / "generators" / "sg3t_64.pkl"
@@ -22,6 +22,11 @@ TINY = ["--width", "0.0625", "--input-size", "64", "--backbone-init", "random", 
         "--lpips-lambda", "0", "--device", "cpu", "--set", "test_images=8", "--optimizer", "adam", "--lr", "1e-3",
         "--workers", "0"]
 E4E_FAST = ["--set", "progressive_start=0", "--set", "progressive_step_every=10"]
+
+
+@pytest.fixture(autouse=True)
+def _golden_generators():
+    golden_dir("generators")  # as every golden-based test: said plainly where the data is missing
 
 
 def train(*args, env=None, check=True, launcher=("-m", "sgtool")):
@@ -191,7 +196,7 @@ def test_full_width_checkpoints_have_the_reference_layout(tmp_path):
           "--lpips-lambda", "0", "--device", "cpu", "--set", "test_images=2", "--iterations", 1, "--batch-size", 2,
           "--steps", 1, "--val-every", 1, "--save-every", 1, "--workers", 0, "-o", run)
     ours = load(run / "best.pt")
-    golden = load(GOLDEN / "encoders" / "BackboneEncoder_ckpt.pt")
+    golden = load(golden_dir("encoders", "BackboneEncoder_ckpt.pt"))
     mine = {k: tuple(v.shape) for k, v in ours["state_dict"].items() if k.startswith("encoder.")}
     theirs = {k: tuple(v.shape) for k, v in golden["state_dict"].items() if k.startswith("encoder.")}
     assert mine.keys() == theirs.keys()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from support.golden import GOLDEN
+from support.golden import golden_dir
 from sgtool.models import load_generator
 from sgtool.pipelines.render import synthesize
 from sgtool.pipelines.train_encoder.data import render_targets
 
 
 def test_synthetic_targets_are_renders_of_their_latents_clamped_to_the_image_range():
-    generator = load_generator(GOLDEN / "generators" / "sg2_64.pkl").eval()
+    generator = load_generator(golden_dir("generators", "sg2_64.pkl")).eval()
     indices = torch.arange(4)
     images, ws = render_targets(generator, indices, seed=0, truncation=1.0, size=64, device="cpu")
     raw = synthesize(generator, ws)
