@@ -24,7 +24,7 @@ TINY = ["--width", "0.0625", "--input-size", "64", "--backbone-init", "random", 
 E4E_FAST = ["--set", "progressive_start=0", "--set", "progressive_step_every=10"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _golden_generators():
     golden_dir("generators")  # as every golden-based test: said plainly where the data is missing
 
