@@ -85,6 +85,16 @@ def test_parity_check_rejects_wrong_kernels_and_caches_verdict(tmp_path):
     assert not again.ready
 
 
+def test_first_use_under_autocast_still_vets_in_float32(tmp_path):
+    """bf16 PTI makes the first kernel call inside CPU autocast; its bfloat16 convolutions must not fail the build."""
+    good = jit.get_variant(CPU)
+    first = jit.Variant("cpu", "test", module=good.module, directory=tmp_path)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        jit._vet(first, CPU)
+    assert first.ready, first.error
+    assert max(first.parity["errors"].values()) < 1e-5
+
+
 def test_good_build_passes_parity():
     variant = jit.get_variant(CPU)
     assert variant.parity["passed"], variant.parity
