@@ -89,6 +89,18 @@ def test_filtered_lrelu_matches_reference(cpu_kernels, dtype, fu, fd, up, down, 
               lambda x, b: jit_ops.filtered_lrelu(cpu_kernels, x, fu, fd, b, **args), [x, b], dtype)
 
 
+def test_filtered_lrelu_keeps_two_bit_codes_for_backward(cpu_kernels):
+    """What a backward without activation checkpointing keeps per layer: a quarter byte per upsampled sample."""
+    fu, fd = FILTERS["separable12"], FILTERS["radial6x6"]
+    x = randn(2, 5, 13, 10, seed=1).float().requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        jit_ops.filtered_lrelu(cpu_kernels, x, fu, fd, None, up=2, down=2, padding=[7, 6, 5, 8])
+    # Upsampled plane: 13 * 2 + 5 + 8 - 11 = 28 rows, 10 * 2 + 7 + 6 - 11 = 22 columns, packed 4 to a byte.
+    assert [tuple(t.shape) for t in saved if t.dtype == torch.uint8] == [(2, 5, 28, 6)]
+    assert all(t.dtype == torch.uint8 for t in saved)  # nothing float-sized besides
+
+
 def test_filtered_lrelu_without_bias(cpu_kernels):
     f = FILTERS["separable7"]
     args = dict(up=2, down=2, padding=[4, 4, 5, 3], clamp=0.5)

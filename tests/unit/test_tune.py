@@ -29,6 +29,7 @@ from sgtool.pipelines.tune import (
     tunable_parameters,
     tune_paths,
 )
+from sgtool.pipelines.memory import layers_to_recompute, recomputable_bytes
 from sgtool.progress import Reporter
 from sgtool.utils.io import save_image
 
@@ -229,6 +230,37 @@ def test_memory_saving_synthesis_matches_the_plain_one(name):
     for plain, saved in zip(plain_grads, saved_grads):
         assert (plain - saved).abs().max() <= 1e-4 * plain.abs().max() + 1e-9
     assert all("forward" not in vars(child) for child in G.synthesis.children())  # wrappers removed
+
+
+def test_checkpointing_picks_the_fewest_largest_layers():
+    sizes = {"a": 5, "b": 40, "c": 10, "d": 30}
+    assert layers_to_recompute(sizes, 100) == []  # everything fits: nothing recomputed
+    assert layers_to_recompute(sizes, 50) == ["b"]  # 85 -> 45
+    assert layers_to_recompute(sizes, 10) == ["b", "d", "c"]  # 85 -> 45 -> 15 -> 5
+    assert layers_to_recompute(sizes, None) == ["a", "b", "c", "d"]  # memory unknown: every layer
+
+
+def test_auto_checkpointing_recomputes_only_where_memory_needs_it(golden_g, target, lpips_model, monkeypatch):
+    import sgtool.pipelines.pti as pti
+
+    settings = TuneSettings(steps=2, **FAST)
+    sizes = recomputable_bytes(golden_g, 1, False, "cpu")  # these tests run the reference ops
+    largest = max(sizes, key=sizes.get)
+    monkeypatch.setattr(pti, "available_memory", lambda device: 2 * (sum(sizes.values()) - sizes[largest]))
+    tight = PivotalTuner(golden_g, [target], settings, lpips_model=lpips_model)
+    assert tight.recomputed_layers == [largest]  # the locality pass has batch 1 here, as the main one
+    monkeypatch.setattr(pti, "available_memory", lambda device: 2 * sum(sizes.values()))
+    roomy = PivotalTuner(golden_g, [target], settings, lpips_model=lpips_model)
+    assert roomy.recomputed_layers == []
+    forced = PivotalTuner(golden_g, [target], TuneSettings(steps=2, checkpoint_activations=True, **FAST),
+                          lpips_model=lpips_model)
+    assert forced.recomputed_layers == list(sizes)
+    # Recomputing is exact: the same losses and weights after two steps.
+    for _ in range(2):
+        records = [tuner.step() for tuner in (tight, roomy, forced)]
+        assert records[0]["loss"] == pytest.approx(records[1]["loss"], rel=1e-5) == records[2]["loss"]
+    for a, b in zip(tight.params, roomy.params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_a_non_finite_loss_stops_with_the_last_good_state(golden_g, target, lpips_model, tmp_path):

@@ -10,6 +10,12 @@ from .dispatch import upfirdn2d
 from .ref import filter_size, parse_padding
 
 
+def one_by_one_as_matmul(device: torch.device) -> bool:
+    """A 1x1 convolution is a matrix product over the pixels: on CPUs oneDNN's grouped 1x1 convolution runs
+    forward+backward 2-2.5x slower than the matmul at StyleGAN3-R's sizes (bench/README.md, pti_precision)."""
+    return device.type == "cpu"
+
+
 def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None):
     """StyleGAN3's modulated convolution: one grouped conv with per-sample weights."""
     batch = x.shape[0]
@@ -25,6 +31,9 @@ def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_ga
     if input_gain is not None:
         input_gain = input_gain.expand(batch, in_channels)
         w = w * input_gain.unsqueeze(1).unsqueeze(3).unsqueeze(4)
+    if kh == kw == 1 and padding == 0 and one_by_one_as_matmul(x.device):
+        y = torch.matmul(w.reshape(batch, out_channels, in_channels).to(x.dtype), x.reshape(batch, in_channels, -1))
+        return y.reshape(batch, out_channels, *x.shape[2:])
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = F.conv2d(x, w.to(x.dtype), padding=padding, groups=batch)

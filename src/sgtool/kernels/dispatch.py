@@ -51,6 +51,11 @@ def _check(name: str) -> str:
     return name
 
 
+def compiled_for(device: torch.device) -> bool:
+    """Whether ops on `device` run the compiled kernels under the current backend (building them if needed)."""
+    return _backend.get() != "ref" and jit.module_for(torch.device(device)) is not None
+
+
 def _module(op: str, x, *others):
     """The compiled module to run `op` on, or None for the reference."""
     backend = _backend.get()

@@ -3,8 +3,9 @@
 Each function takes the extension `module` (CPU or CUDA build) first. Filters are turned into
 correlation taps here, scaled and cast exactly as ref.py does, so both paths use identical taps.
 Gradients: upfirdn2d's backward is upfirdn2d with the reversed filter and up/down swapped (so it is
-itself differentiable); filtered_lrelu saves one byte per upsampled sample (which side of the
-leaky ReLU, or clamped) and runs the transposed stages; bias_act recomputes from its input.
+itself differentiable); filtered_lrelu saves a two-bit code per upsampled sample (which side of
+the leaky ReLU, or clamped; packed four to a byte by the CPU build) and runs the transposed stages;
+bias_act recomputes from its input.
 """
 
 from __future__ import annotations

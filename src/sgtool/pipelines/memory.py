@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Collection
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,18 +21,22 @@ CHUNK_BYTES = 256 * 2 ** 20
 
 
 @contextlib.contextmanager
-def activation_checkpointing(generator: nn.Module, enabled: bool = True, chunk_bytes: int = CHUNK_BYTES):
+def activation_checkpointing(generator: nn.Module, enabled: bool = True, chunk_bytes: int = CHUNK_BYTES,
+                             layers: Collection[str] | None = None):
     """Bound the memory of high-resolution synthesis, for training and for plain renders.
 
     StyleGAN3 layers run in chunks of output channels (every op in a layer after the input's
     modulation is per output channel, so chunks are exact): a 1024 px layer's 2x/4x-upsampled
     intermediates are several GB each for all channels at once. With gradients on, each chunk is
     also recomputed in backward instead of stored. StyleGAN2 blocks are checkpointed whole.
+    `layers` (names of synthesis children) limits this to those; None means all.
     The wrappers live on the instances and are removed on exit.
     """
     wrapped = []
     if enabled:
-        for child in generator.synthesis.children():
+        for name, child in generator.synthesis.named_children():
+            if layers is not None and name not in layers:
+                continue
             if generator.kind == "stylegan3":
                 if child is generator.synthesis.input:
                     continue
@@ -43,6 +49,64 @@ def activation_checkpointing(generator: nn.Module, enabled: bool = True, chunk_b
     finally:
         for child in wrapped:
             del child.forward
+
+
+def recomputable_bytes(generator: nn.Module, batch: int, compiled_kernels: bool, device_type: str) -> dict[str, int]:
+    """Estimated bytes that checkpointing each synthesis layer (StyleGAN2: block) would spare in one backward.
+
+    A checkpointed layer still keeps its input, so what it spares is what autograd saves inside it:
+    for a StyleGAN3 layer, the compiled filtered_lrelu's codes (a byte per upsampled sample on CUDA, two
+    bits on CPU) or, with the reference ops, about four float32 tensors at the upsampled size; for a
+    StyleGAN2 block, about four float32 tensors per convolution output.
+    """
+    sizes = {}
+    for name, child in generator.synthesis.named_children():
+        if generator.kind == "stylegan3":
+            if child is generator.synthesis.input:
+                continue
+            up_rows = int(child.in_size[1]) * child.up_factor + child.padding[2] + child.padding[3]
+            up_cols = int(child.in_size[0]) * child.up_factor + child.padding[0] + child.padding[1]
+            if not compiled_kernels:
+                per_sample = 16 * up_rows * up_cols
+            else:
+                per_sample = up_rows * (up_cols if device_type == "cuda" else (up_cols + 3) // 4)
+            sizes[name] = batch * child.out_channels * per_sample
+        else:
+            convs = [layer for layer in (getattr(child, "conv0", None), child.conv1) if layer is not None]
+            sizes[name] = batch * sum(16 * layer.out_channels * layer.resolution ** 2 for layer in convs)
+    return sizes
+
+
+def layers_to_recompute(sizes: dict[str, int], budget_bytes: int | None) -> list[str]:
+    """The fewest layers, largest first, whose checkpointing brings the rest of `sizes` within the budget.
+    An unknown budget (None) recomputes every layer."""
+    if budget_bytes is None:
+        return list(sizes)
+    chosen, kept = [], sum(sizes.values())
+    for name in sorted(sizes, key=sizes.get, reverse=True):
+        if kept <= budget_bytes:
+            break
+        chosen.append(name)
+        kept -= sizes[name]
+    return chosen
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes this process can still allocate on `device` (Linux: MemAvailable within any cgroup limit)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:  # a container's own limit (cgroup v2) can be far below the machine's
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(free, 0)
 
 
 def _channel_chunk(layer, chunk_bytes: int) -> int:

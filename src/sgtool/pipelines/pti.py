@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from ..device import autocast, resolve_precision
 from ..errors import SgtoolError
 from ..settings import PtiOptions
-from .memory import activation_checkpointing
+from .memory import activation_checkpointing, available_memory, layers_to_recompute, recomputable_bytes
 from .render import synthesize
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -136,8 +137,18 @@ class PivotalTuner:
         self.history: list[dict] = []
         self.step_index = 0
         self.precision = resolve_precision(settings.precision, self.device)
-        checkpointing = settings.checkpoint_activations
-        self.checkpoint_activations = generator.img_resolution >= 512 if checkpointing == "auto" else checkpointing
+        self.recomputed_layers = self._layers_to_recompute(generator, settings)
+
+    def _layers_to_recompute(self, generator, settings: PtiOptions) -> list[str]:
+        """Activation checkpointing where memory needs it (auto): the largest layers are recomputed in
+        backward until the rest of one step's saved activations fit in half the memory now available;
+        recomputing costs a second forward (1.7x a StyleGAN3-R 1024 px step, bench/README.md)."""
+        batch = settings.batch_size * (settings.locality_samples if settings.locality else 1)
+        sizes = recomputable_bytes(generator, batch, kernels.compiled_for(self.device), self.device.type)
+        if settings.checkpoint_activations != "auto":
+            return list(sizes) if settings.checkpoint_activations else []
+        free = available_memory(self.device)
+        return layers_to_recompute(sizes, None if free is None else free // 2)
 
     # Schedule -----------------------------------------------------------------------------------
 
@@ -178,8 +189,8 @@ class PivotalTuner:
         pivots, targets = self.pivots[indices], self.images[indices]
         transforms = self._batch_transforms(indices)
         self.optimizer.zero_grad(set_to_none=True)
-        saving = self.checkpoint_activations
-        with activation_checkpointing(self.tuned, saving), activation_checkpointing(self.original, saving):
+        layers = self.recomputed_layers
+        with activation_checkpointing(self.tuned, layers=layers), activation_checkpointing(self.original, layers=layers):
             with autocast(self.precision, self.device):
                 images = synthesize(self.tuned, pivots, transforms, s.noise_mode)
                 lpips_each = _lpips_per_image(self.lpips, images, targets).float()

@@ -162,7 +162,8 @@ class PtiOptions(Settings):
                                                      "steps (null: only on Ctrl-C)")
     noise_mode: NoiseMode = Field("const", description="StyleGAN2 noise inputs")
     checkpoint_activations: Literal["auto"] | bool = Field("auto", description="recompute layer internals in "
-                                                           "backward (auto: from 512 px)")
+                                                           "backward (auto: the largest layers, where a step's "
+                                                           "would exceed half the free memory)")
     precision: Annotated[Literal["fp32", "bf16", "auto"], Cli()] = Field(
         "fp32", description="bf16: generator and LPIPS convolutions in bfloat16 (weights, Adam and losses float32; "
         "measured slower for StyleGAN3-R at 1024 px on a 2-core Zen 4, see bench/README.md); auto: bf16 where the "

@@ -320,6 +320,22 @@ void lrelu_row(T* row, int n, T gain, T slope, T clamp) {
         for (int i = 0; i < n; ++i) row[i] = std::min(std::max(row[i], -clamp), clamp);
 }
 
+// The CPU build keeps codes at two bits, four to a byte along each upsampled row: a backward pass that
+// keeps every layer's codes (no activation checkpointing) holds a quarter of the bytes.
+inline int packed_width(int width) { return (width + 3) / 4; }
+
+inline void pack_codes(const uint8_t* codes, int width, uint8_t* packed) {
+    for (int q = 0; q < packed_width(width); ++q) {
+        uint8_t byte = 0;
+        for (int k = 0; k < 4 && 4 * q + k < width; ++k) byte |= uint8_t(codes[4 * q + k] << (2 * k));
+        packed[q] = byte;
+    }
+}
+
+inline void unpack_codes(const uint8_t* packed, int width, uint8_t* codes) {
+    for (int i = 0; i < width; ++i) codes[i] = (packed[i >> 2] >> ((i & 3) * 2)) & 3;
+}
+
 void check_input(const torch::Tensor& x, const char* name) {
     TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
     TORCH_CHECK(x.dim() == 4, name, " must be NCHW");
@@ -350,7 +366,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int 
     return y;
 }
 
-// Returns (y, codes); codes (uint8, one per upsampled sample) only when save_codes.
+// Returns (y, codes); codes (uint8 [N, C, upsampled rows, packed_width(upsampled cols)]) only when save_codes.
 std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor fu, torch::Tensor fd, torch::Tensor b,
                                                   int up, int down, int px0, int px1, int py0, int py1, double gain,
                                                   double slope, double clamp, bool save_codes) {
@@ -366,24 +382,27 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
         auto down_stage = make_stage<scalar_t>(fd.to(x.scalar_type()), th, tw, 1, 1, down, down, 0, 0, 0, 0);
         TORCH_CHECK(down_stage.x.out_len > 0 && down_stage.y.out_len > 0, "filtered_lrelu output would be empty");
         y = torch::empty({x.size(0), channels, down_stage.y.out_len, down_stage.x.out_len}, x.options());
-        if (save_codes) codes = torch::empty({x.size(0), channels, th, tw}, x.options().dtype(torch::kUInt8));
+        const int packed_tw = packed_width(tw);
+        if (save_codes) codes = torch::empty({x.size(0), channels, th, packed_tw}, x.options().dtype(torch::kUInt8));
         auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
         const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
         const scalar_t* src = x.data_ptr<scalar_t>();
         scalar_t* dst = y.data_ptr<scalar_t>();
         uint8_t* code_ptr = save_codes ? codes.data_ptr<uint8_t>() : nullptr;
         const int64_t in_plane = (int64_t)ih * iw, tmp_plane = (int64_t)th * tw;
+        const int64_t code_plane = (int64_t)th * packed_tw;
         const int64_t out_plane = (int64_t)down_stage.y.out_len * down_stage.x.out_len;
         const scalar_t g = gain, s = slope, c = clamp;
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> tmp(tmp_plane);
+            std::vector<uint8_t> row_codes(save_codes ? tw : 0);
             Scratch<scalar_t> scratch;
             for (int64_t p = begin; p < end; ++p) {
-                uint8_t* plane_codes = code_ptr ? code_ptr + p * tmp_plane : nullptr;
+                uint8_t* plane_codes = code_ptr ? code_ptr + p * code_plane : nullptr;
                 auto activate = [&](scalar_t* row, int r, int width) {
                     if (plane_codes) {
-                        uint8_t* rc = plane_codes + (int64_t)r * width;
-                        for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, rc + i);
+                        for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, &row_codes[i]);
+                        pack_codes(row_codes.data(), width, plane_codes + (int64_t)r * packed_tw);
                     } else {
                         lrelu_row(row, width, g, s, c);
                     }
@@ -406,8 +425,10 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
     dy = dy.contiguous();
     codes = codes.contiguous();
     const int64_t planes = dy.size(0) * dy.size(1);
-    const int oh = dy.size(2), ow = dy.size(3), th = codes.size(2), tw = codes.size(3);
     const int fuw = fu_t.dim() == 1 ? fu_t.size(0) : fu_t.size(1), fuh = fu_t.size(0);
+    const int oh = dy.size(2), ow = dy.size(3), th = codes.size(2),
+              tw = upfirdn_out_len(in_w, up, 1, px0, px1, fuw);
+    TORCH_CHECK(codes.size(3) == packed_width(tw), "filtered_lrelu backward: codes do not match the input size");
     const int fdw = fd_t.dim() == 1 ? fd_t.size(0) : fd_t.size(1), fdh = fd_t.size(0);
     torch::Tensor dx;
     AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "sgtool_filtered_lrelu_backward", [&] {
@@ -422,17 +443,20 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
         const uint8_t* code_ptr = codes.data_ptr<uint8_t>();
         scalar_t* dst = dx.data_ptr<scalar_t>();
         const int64_t out_plane = (int64_t)oh * ow, tmp_plane = (int64_t)th * tw, in_plane = (int64_t)in_h * in_w;
+        const int packed_tw = packed_width(tw);
+        const int64_t code_plane = (int64_t)th * packed_tw;
         const scalar_t g = gain, s = slope;
         const scalar_t grad_of[3] = {lrelu_grad(kPositive, g, s), lrelu_grad(kNegative, g, s),
                                      lrelu_grad(kClamped, g, s)};
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> tmp(tmp_plane);
+            std::vector<uint8_t> row_codes(tw);
             Scratch<scalar_t> scratch;
             for (int64_t p = begin; p < end; ++p) {
-                const uint8_t* plane_codes = code_ptr + p * tmp_plane;
+                const uint8_t* plane_codes = code_ptr + p * code_plane;
                 auto chain = [&](scalar_t* row, int r, int width) {
-                    const uint8_t* rc = plane_codes + (int64_t)r * width;
-                    for (int i = 0; i < width; ++i) row[i] *= grad_of[rc[i]];
+                    unpack_codes(plane_codes + (int64_t)r * packed_tw, width, row_codes.data());
+                    for (int i = 0; i < width; ++i) row[i] *= grad_of[row_codes[i]];
                 };
                 run_stage(down_t, src + p * out_plane, tmp.data(), scalar_t(0), scratch, chain);
                 run_stage(up_t, tmp.data(), dst + p * in_plane, scalar_t(0), scratch, NoEpilogue{});

@@ -75,8 +75,8 @@ SG_HD T bias_act_grad(int act, T v, T alpha, T gain, T clamp) {
     return act_derivative(act, v, alpha) * gain;
 }
 
-// filtered_lrelu's nonlinearity, recording what the backward pass needs in one byte:
-// 0 = positive side, 1 = negative side (slope), 2 = clamped (no gradient).
+// filtered_lrelu's nonlinearity, recording what the backward pass needs as a two-bit code (a byte
+// each on CUDA, packed four to a byte on CPU): 0 = positive side, 1 = negative side (slope), 2 = clamped.
 enum LreluCode : uint8_t { kPositive = 0, kNegative = 1, kClamped = 2 };
 
 template <typename T>
