@@ -79,7 +79,7 @@ struct NoEpilogue {
 // Per-thread buffers for a stage's intermediates, reused across planes.
 template <typename T>
 struct Scratch {
-    std::vector<T> mid, rows, phases, biased;
+    std::vector<T> mid, rows, phases, biased, ring;
 };
 
 template <typename T>
@@ -97,6 +97,8 @@ void add_taps_fixed(T* dst, int n, const T* base, int64_t step, const T* w, int 
         wk[k] = w[k * wstride];
         src[k] = base + k * step;
     }
+    // dst never overlaps the sources; without the hint the compiler keeps this loop scalar for fear it might.
+#pragma GCC ivdep
     for (int i = 0; i < n; ++i) {
         T acc = dst[i];
         for (int k = 0; k < N; ++k) acc += wk[k] * src[k][i];
@@ -125,10 +127,12 @@ void add_taps(T* dst, int n, const T* base, int64_t step, const T* w, int wstrid
 }
 
 // Resample along the row index: out row o = sum_k taps[t0 + k*up] * in row (i0 + k).
+// Each final pass writes output row o at out + o * out_stride: the plane's row length, or 0 to reuse one
+// row buffer when the epilogue consumes every row as it comes (filtered_lrelu's streamed stages).
 template <typename T, typename Epi>
-void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, const Epi& epi) {
+void pass_rows(const Axis& a, const T* taps, const T* in, int width, T* out, const Epi& epi, int64_t out_stride) {
     for (int o = 0; o < a.out_len; ++o) {
-        T* dst = out + (int64_t)o * width;
+        T* dst = out + o * out_stride;
         const TapRange& tr = a.ranges[o];
         std::fill(dst, dst + width, T(0));
         add_taps(dst, width, in + (int64_t)tr.i0 * width, width, taps + tr.t0, a.up, tr.n);
@@ -165,6 +169,16 @@ void lay_out_row(const T* src, int len, const RowLayout& l, T* dst) {
     std::fill(dst, dst + l.width, T(0));
     if (l.down == 1) {
         std::copy(src, src + len, dst + l.lead);
+        return;
+    }
+    if (l.down == 2) {  // every StyleGAN3 downsampling: one pass that the compiler turns into a deinterleave
+        T* even = dst + l.lead;
+        T* odd = dst + l.phase_len + l.lead;
+        for (int j = 0; j < len / 2; ++j) {
+            even[j] = src[2 * j];
+            odd[j] = src[2 * j + 1];
+        }
+        if (len % 2) even[len / 2] = src[len - 1];
         return;
     }
     for (int p = 0; p < l.down; ++p) {
@@ -206,7 +220,7 @@ void interleave_phases(const T* phases, int pw, int up, T* row, int len) {
 // Resample along x, row by row: row updates when the axis only up- or only downsamples, else one
 // dot product of phase-grouped taps per kept output.
 template <typename T, typename Epi>
-void pass_x(const Stage<T>& s, const T* in, int rows, T* out, const Epi& epi, Scratch<T>& sc) {
+void pass_x(const Stage<T>& s, const T* in, int rows, T* out, const Epi& epi, Scratch<T>& sc, int64_t out_stride) {
     const Axis& ax = s.x;
     const int iw = ax.in_len, ow = ax.out_len, pw = (ow + ax.up - 1) / ax.up;
     const bool vectorise = rows_vectorise(ax);
@@ -215,7 +229,7 @@ void pass_x(const Stage<T>& s, const T* in, int rows, T* out, const Epi& epi, Sc
     T* phases = vectorise && ax.up > 1 ? sized(sc.phases, (int64_t)ax.up * pw) : nullptr;
     for (int r = 0; r < rows; ++r) {
         const T* src = in + (int64_t)r * iw;
-        T* dst = out + (int64_t)r * ow;
+        T* dst = out + r * out_stride;
         if (vectorise) {
             lay_out_row(src, iw, l, laid);
             T* acc = phases ? phases : dst;
@@ -238,11 +252,11 @@ void pass_x(const Stage<T>& s, const T* in, int rows, T* out, const Epi& epi, Sc
 
 // Non-separable filter, general case: one dot product per kept output.
 template <typename T, typename Epi>
-void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, const Epi& epi) {
+void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, const Epi& epi, int64_t out_stride) {
     const int iw = s.x.in_len, ow = s.x.out_len, upx = s.x.up;
     for (int oy = 0; oy < s.y.out_len; ++oy) {
         const TapRange& ry = s.y.ranges[oy];
-        T* dst = out + (int64_t)oy * ow;
+        T* dst = out + oy * out_stride;
         for (int ox = 0; ox < ow; ++ox) {
             const TapRange& rx = s.x.ranges[ox];
             T acc = 0;
@@ -261,7 +275,7 @@ void direct_2d_scalar(const Stage<T>& s, const T* in, T* out, const Epi& epi) {
 // and its transpose in the backward): every input row is laid out once, then each output row adds
 // the x-resampled contributions of the tap rows that reach it.
 template <typename T, typename Epi>
-void direct_2d_rows(const Stage<T>& s, const T* in, T* out, const Epi& epi, Scratch<T>& sc) {
+void direct_2d_rows(const Stage<T>& s, const T* in, T* out, const Epi& epi, Scratch<T>& sc, int64_t out_stride) {
     const Axis& ax = s.x;
     const int ih = s.y.in_len, iw = ax.in_len, ow = ax.out_len, pw = (ow + ax.up - 1) / ax.up;
     RowLayout l = row_layout(ax);
@@ -270,7 +284,7 @@ void direct_2d_rows(const Stage<T>& s, const T* in, T* out, const Epi& epi, Scra
     T* phases = ax.up > 1 ? sized(sc.phases, (int64_t)ax.up * pw) : nullptr;
     for (int oy = 0; oy < s.y.out_len; ++oy) {
         const TapRange& ry = s.y.ranges[oy];
-        T* dst = out + (int64_t)oy * ow;
+        T* dst = out + oy * out_stride;
         T* acc = phases ? phases : dst;
         std::fill(acc, acc + (phases ? (int64_t)ax.up * pw : ow), T(0));
         for (int ky = 0; ky < ry.n; ++ky) {
@@ -283,9 +297,11 @@ void direct_2d_rows(const Stage<T>& s, const T* in, T* out, const Epi& epi, Scra
 }
 
 // One plane through one stage: bias is added to every input sample (not to the zero padding), epi
-// runs on each output row.
+// runs on each output row (see pass_rows for out_stride; -1: the output's row length).
 template <typename T, typename Epi>
-void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi) {
+void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, const Epi& epi,
+               int64_t out_stride = -1) {
+    if (out_stride < 0) out_stride = s.x.out_len;
     const int64_t in_plane = (int64_t)s.y.in_len * s.x.in_len;
     if (bias != T(0)) {
         T* biased = sized(sc.biased, in_plane);
@@ -294,19 +310,75 @@ void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, c
     }
     if (!s.separable) {
         if (rows_vectorise(s.x))
-            direct_2d_rows(s, in, out, epi, sc);
+            direct_2d_rows(s, in, out, epi, sc, out_stride);
         else
-            direct_2d_scalar(s, in, out, epi);
+            direct_2d_scalar(s, in, out, epi, out_stride);
     } else if (s.y_first) {
         T* mid = sized(sc.mid, (int64_t)s.y.out_len * s.x.in_len);
-        pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, NoEpilogue{});
-        pass_x(s, mid, s.y.out_len, out, epi, sc);
+        pass_rows(s.y, s.f.data(), in, s.x.in_len, mid, NoEpilogue{}, s.x.in_len);
+        pass_x(s, mid, s.y.out_len, out, epi, sc, out_stride);
     } else {
         T* mid = sized(sc.mid, (int64_t)s.y.in_len * s.x.out_len);
-        pass_x(s, in, s.y.in_len, mid, NoEpilogue{}, sc);
-        pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, epi);
+        pass_x(s, in, s.y.in_len, mid, NoEpilogue{}, sc, s.x.out_len);
+        pass_rows(s.y, s.f.data(), mid, s.x.out_len, out, epi, out_stride);
     }
 }
+
+// filtered_lrelu's second stage (and its backward's), fed the first stage's output rows in order as that
+// stage's epilogue produces them. It keeps only the rows its taps still need, in a ring (laid-out rows for
+// a 2-D filter; rows already resampled along x for a separable one, stored twice so that any run of them
+// is contiguous), and writes each output row once its inputs are in: the upsampled plane, several times
+// the cache at 1024 px, is never written out whole nor read back. Both second stages have up = 1.
+template <typename T>
+struct StreamedStage {
+    const Stage<T>& s;
+    T* out;
+    Scratch<T> sc;  // its own: the first stage is using the caller's
+    RowLayout l;
+    int ring = 1, width, next = 0;
+    T* rows;
+
+    explicit StreamedStage(const Stage<T>& stage) : s(stage), out(nullptr), l(row_layout(stage.x)) {
+        TORCH_CHECK(s.x.up == 1 && s.y.up == 1, "filtered_lrelu: a streamed stage cannot upsample");
+        for (const TapRange& r : s.y.ranges) ring = std::max(ring, r.n);
+        width = s.separable ? s.x.out_len : l.width;
+        rows = sized(sc.ring, (int64_t)2 * ring * width);
+    }
+
+    void start(T* out_plane) {
+        out = out_plane;
+        next = 0;
+    }
+
+    T* slot(int r) { return rows + (int64_t)(r % ring) * width; }
+
+    void push(const T* row, int r) {
+        T* dst = slot(r);
+        if (s.separable) {
+            pass_x(s, row, 1, dst, NoEpilogue{}, sc, width);
+            std::copy(dst, dst + width, dst + (int64_t)ring * width);
+        } else {
+            lay_out_row(row, s.x.in_len, l, dst);
+        }
+        while (next < s.y.out_len && s.y.ranges[next].i0 + s.y.ranges[next].n - 1 <= r) emit(next++);
+    }
+
+    void finish() {
+        while (next < s.y.out_len) emit(next++);
+    }
+
+    void emit(int oy) {
+        const TapRange& ry = s.y.ranges[oy];
+        T* dst = out + (int64_t)oy * s.x.out_len;
+        std::fill(dst, dst + s.x.out_len, T(0));
+        if (s.separable) {
+            if (ry.n > 0) add_taps(dst, s.x.out_len, slot(ry.i0), width, s.f.data() + ry.t0, 1, ry.n);
+            return;
+        }
+        for (int ky = 0; ky < ry.n; ++ky)
+            add_row_x(s.x, s.f.data() + (int64_t)(ry.t0 + ky) * s.fw, s.fw, slot(ry.i0 + ky), l, dst, s.x.out_len);
+    }
+};
 
 // lrelu_forward over a row when no codes are kept: the same operations in the same order, written
 // without the per-element code store so that the loop vectorises.
@@ -325,15 +397,44 @@ void lrelu_row(T* row, int n, T gain, T slope, T clamp) {
 inline int packed_width(int width) { return (width + 3) / 4; }
 
 inline void pack_codes(const uint8_t* codes, int width, uint8_t* packed) {
-    for (int q = 0; q < packed_width(width); ++q) {
+    const int whole = width / 4;
+    for (int q = 0; q < whole; ++q) {
+        const uint8_t* c = codes + 4 * q;
+        packed[q] = uint8_t(c[0] | c[1] << 2 | c[2] << 4 | c[3] << 6);
+    }
+    if (whole * 4 < width) {
         uint8_t byte = 0;
-        for (int k = 0; k < 4 && 4 * q + k < width; ++k) byte |= uint8_t(codes[4 * q + k] << (2 * k));
-        packed[q] = byte;
+        for (int i = whole * 4; i < width; ++i) byte |= uint8_t(codes[i] << (2 * (i - whole * 4)));
+        packed[whole] = byte;
     }
 }
 
 inline void unpack_codes(const uint8_t* packed, int width, uint8_t* codes) {
     for (int i = 0; i < width; ++i) codes[i] = (packed[i >> 2] >> ((i & 3) * 2)) & 3;
+}
+
+// lrelu_forward over a row, keeping every code: the same arithmetic, branch-free so that the loops vectorise.
+template <typename T>
+void lrelu_codes_row(T* row, int n, T gain, T slope, T clamp, uint8_t* codes) {
+    for (int i = 0; i < n; ++i) {
+        const T v = row[i];
+        const bool positive = v > T(0);
+        row[i] = (positive ? v : v * slope) * gain;
+        codes[i] = positive ? kPositive : kNegative;
+    }
+    if (clamp < T(0)) return;
+    for (int i = 0; i < n; ++i) {
+        const T y = row[i];
+        codes[i] = (y < -clamp || y > clamp) ? uint8_t(kClamped) : codes[i];
+        row[i] = std::min(std::max(y, -clamp), clamp);
+    }
+}
+
+// The backward's chain rule through the saved codes: row *= lrelu_grad(code), branch-free.
+template <typename T>
+void lrelu_grad_row(T* row, int n, const uint8_t* codes, T positive, T negative) {
+    for (int i = 0; i < n; ++i)
+        row[i] *= codes[i] == kPositive ? positive : (codes[i] == kNegative ? negative : T(0));
 }
 
 void check_input(const torch::Tensor& x, const char* name) {
@@ -389,27 +490,29 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
         const scalar_t* src = x.data_ptr<scalar_t>();
         scalar_t* dst = y.data_ptr<scalar_t>();
         uint8_t* code_ptr = save_codes ? codes.data_ptr<uint8_t>() : nullptr;
-        const int64_t in_plane = (int64_t)ih * iw, tmp_plane = (int64_t)th * tw;
-        const int64_t code_plane = (int64_t)th * packed_tw;
+        const int64_t in_plane = (int64_t)ih * iw, code_plane = (int64_t)th * packed_tw;
         const int64_t out_plane = (int64_t)down_stage.y.out_len * down_stage.x.out_len;
         const scalar_t g = gain, s = slope, c = clamp;
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> tmp(tmp_plane);
+            std::vector<scalar_t> row_buffer(tw);
             std::vector<uint8_t> row_codes(save_codes ? tw : 0);
             Scratch<scalar_t> scratch;
+            StreamedStage<scalar_t> down(down_stage);
             for (int64_t p = begin; p < end; ++p) {
                 uint8_t* plane_codes = code_ptr ? code_ptr + p * code_plane : nullptr;
+                down.start(dst + p * out_plane);
                 auto activate = [&](scalar_t* row, int r, int width) {
                     if (plane_codes) {
-                        for (int i = 0; i < width; ++i) row[i] = lrelu_forward(row[i], g, s, c, &row_codes[i]);
+                        lrelu_codes_row(row, width, g, s, c, row_codes.data());
                         pack_codes(row_codes.data(), width, plane_codes + (int64_t)r * packed_tw);
                     } else {
                         lrelu_row(row, width, g, s, c);
                     }
+                    down.push(row, r);
                 };
                 const scalar_t bp = bias ? bias[p % channels] : scalar_t(0);
-                run_stage(up_stage, src + p * in_plane, tmp.data(), bp, scratch, activate);
-                run_stage(down_stage, tmp.data(), dst + p * out_plane, scalar_t(0), scratch, NoEpilogue{});
+                run_stage(up_stage, src + p * in_plane, row_buffer.data(), bp, scratch, activate, 0);
+                down.finish();
             }
         });
     });
@@ -442,24 +545,26 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
         const scalar_t* src = dy.data_ptr<scalar_t>();
         const uint8_t* code_ptr = codes.data_ptr<uint8_t>();
         scalar_t* dst = dx.data_ptr<scalar_t>();
-        const int64_t out_plane = (int64_t)oh * ow, tmp_plane = (int64_t)th * tw, in_plane = (int64_t)in_h * in_w;
+        const int64_t out_plane = (int64_t)oh * ow, in_plane = (int64_t)in_h * in_w;
         const int packed_tw = packed_width(tw);
         const int64_t code_plane = (int64_t)th * packed_tw;
         const scalar_t g = gain, s = slope;
-        const scalar_t grad_of[3] = {lrelu_grad(kPositive, g, s), lrelu_grad(kNegative, g, s),
-                                     lrelu_grad(kClamped, g, s)};
+        const scalar_t grad_positive = lrelu_grad(kPositive, g, s), grad_negative = lrelu_grad(kNegative, g, s);
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> tmp(tmp_plane);
+            std::vector<scalar_t> row_buffer(tw);
             std::vector<uint8_t> row_codes(tw);
             Scratch<scalar_t> scratch;
+            StreamedStage<scalar_t> up_stream(up_t);
             for (int64_t p = begin; p < end; ++p) {
                 const uint8_t* plane_codes = code_ptr + p * code_plane;
+                up_stream.start(dst + p * in_plane);
                 auto chain = [&](scalar_t* row, int r, int width) {
                     unpack_codes(plane_codes + (int64_t)r * packed_tw, width, row_codes.data());
-                    for (int i = 0; i < width; ++i) row[i] *= grad_of[row_codes[i]];
+                    lrelu_grad_row(row, width, row_codes.data(), grad_positive, grad_negative);
+                    up_stream.push(row, r);
                 };
-                run_stage(down_t, src + p * out_plane, tmp.data(), scalar_t(0), scratch, chain);
-                run_stage(up_t, tmp.data(), dst + p * in_plane, scalar_t(0), scratch, NoEpilogue{});
+                run_stage(down_t, src + p * out_plane, row_buffer.data(), scalar_t(0), scratch, chain, 0);
+                up_stream.finish();
             }
         });
     });
