@@ -51,10 +51,25 @@ def conv_output_dtypes(run):
                     "the fallback test below covers the others")
 def test_bf16_is_taken_where_the_cpu_has_it():
     fast = tuner("sg3t_64", "bf16", steps=1)
-    assert fast.precision == "bf16" and tuner("sg3t_64", "auto", steps=1).precision == "bf16"
+    assert fast.precision == "bf16"
+    assert tuner("sg3t_64", "auto", steps=1).precision == ("bf16" if "amx_bf16" in devices.cpu_flags() else "fp32")
     assert conv_output_dtypes(fast.step) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in fast.params)  # weights and Adam state stay float32
     assert conv_output_dtypes(tuner("sg3t_64", "fp32", steps=1).step) == {torch.float32}
+
+
+@pytest.mark.parametrize("flags,auto", [({"avx512_bf16", "amx_bf16"}, "bf16"), ({"avx512_bf16"}, "fp32"),
+                                        ({"avx2"}, "fp32")])
+def test_auto_takes_bf16_where_it_measured_faster(monkeypatch, flags, auto):
+    """PTI's default: bf16 with AMX (measured faster for all three architectures), float32 with AVX512-BF16 alone
+    (unmeasured) and without either; never a warning."""
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    assert PtiOptions().precision == "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert devices.resolve_precision("auto", CPU) == auto
+        if flags != {"avx2"}:
+            assert devices.resolve_precision("bf16", CPU) == "bf16"  # asked for: taken wherever the instructions are
 
 
 def test_without_the_instructions_bf16_falls_back_with_one_warning(monkeypatch):

@@ -165,9 +165,9 @@ class PtiOptions(Settings):
                                                            "backward (auto: the largest layers, where a step's "
                                                            "would exceed half the free memory)")
     precision: Annotated[Literal["fp32", "bf16", "auto"], Cli()] = Field(
-        "fp32", description="bf16: generator and LPIPS convolutions in bfloat16 (weights, Adam and losses float32; "
-        "measured slower for StyleGAN3-R at 1024 px on a 2-core Zen 4, see bench/README.md); auto: bf16 where the "
-        "CPU (AVX512-BF16/AMX) or GPU has it")
+        "auto", description="bf16: generator and LPIPS matmuls and convolutions in bfloat16 (weights, Adam and "
+        "losses float32; needs AVX512-BF16, AMX or a bf16 GPU); auto: bf16 where it measured faster (CPUs with AMX: "
+        "1.1-1.4x per 1024 px step; GPUs with bf16), else fp32 (bench/README.md)")
 
     @field_validator("save_every", mode="before")
     @classmethod
