@@ -101,6 +101,26 @@ def test_filtered_lrelu_keeps_two_bit_codes_for_backward(cpu_kernels):
     assert all(t.dtype == torch.uint8 for t in saved)  # nothing float-sized besides
 
 
+def test_filtered_lrelu_takes_bfloat16_as_it_is_under_autocast(cpu_kernels, monkeypatch):
+    """bf16 PTI: the CPU kernel reads the matmul's bf16 output and writes bf16 (computing in float32), no casts."""
+    from sgtool.kernels import dispatch
+
+    fu, fd = FILTERS["separable12"], FILTERS["radial6x6"]
+    x, b = (randn(2, 5, 13, 10, seed=1) * 2).bfloat16(), randn(5, seed=2).bfloat16()
+    args = dict(up=2, down=2, padding=[7, 6, 5, 8], clamp=0.8)
+    want_x = x.float().requires_grad_(True)
+    want = ref.filtered_lrelu(want_x, fu, fd, b.float(), **args)
+    monkeypatch.setattr(dispatch.ref, "filtered_lrelu", None)  # the reference must not run
+    got_x = x.clone().requires_grad_(True)
+    with kernels.use("jit"), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kernels.filtered_lrelu(got_x, fu, fd, b, **args)
+    assert got.dtype == torch.bfloat16
+    assert rel_err(got.detach().float(), want.detach()) < 8e-3  # bfloat16's rounding of the output
+    grad = torch.randn(got.shape, generator=torch.Generator().manual_seed(3)).bfloat16()
+    (got_dx,), (want_dx,) = torch.autograd.grad(got, got_x, grad), torch.autograd.grad(want, want_x, grad.float())
+    assert got_dx.dtype == torch.bfloat16 and rel_err(got_dx.float(), want_dx) < 8e-3
+
+
 def test_filtered_lrelu_without_bias(cpu_kernels):
     f = FILTERS["separable7"]
     args = dict(up=2, down=2, padding=[4, 4, 5, 3], clamp=0.5)

@@ -56,7 +56,7 @@ def compiled_for(device: torch.device) -> bool:
     return _backend.get() != "ref" and jit.module_for(torch.device(device)) is not None
 
 
-def _module(op: str, x, *others):
+def _module(op: str, x, *others, dtypes=jit_ops.SUPPORTED_DTYPES):
     """The compiled module to run `op` on, or None for the reference."""
     backend = _backend.get()
     if backend == "ref" or not isinstance(x, torch.Tensor):
@@ -64,7 +64,7 @@ def _module(op: str, x, *others):
     module = jit.module_for(x.device)
     if module is None:
         return None
-    if not jit_ops.supports(x, *others):
+    if not jit_ops.supports(x, *others, dtypes=dtypes):
         if backend == "jit":
             jit.warn_once(f"unsupported-{op}-{x.dtype}-{x.device.type}",
                           f"sgtool kernels: {op} on {x.dtype} {x.device.type} tensors (or with a filter that needs "
@@ -103,8 +103,14 @@ def upfirdn2d(x, f=None, up=1, down=1, padding=0, flip_filter=False, gain=1):
 
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2, clamp=None,
                    flip_filter=False):
-    x, fu, fd, b = _float32(x, fu, fd, b)
-    module = _module("filtered_lrelu", x, fu, fd, b.detach() if b is not None else None)
+    bf16_in_place = x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    module = None
+    if bf16_in_place:  # the CPU kernel takes bf16 as it is, sparing two casts of the layer's largest tensors
+        module = _module("filtered_lrelu", x, fu, fd, b.detach() if b is not None else None,
+                         dtypes=jit_ops.FILTERED_LRELU_CPU_DTYPES)
+    if module is None:
+        x, fu, fd, b = _float32(x, fu, fd, b)
+        module = _module("filtered_lrelu", x, fu, fd, b.detach() if b is not None else None)
     if module is None or x.ndim != 4 or any(f is not None and f.ndim not in (1, 2) for f in (fu, fd)) or \
             (b is not None and b.shape != (x.shape[1],)):
         return ref.filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,

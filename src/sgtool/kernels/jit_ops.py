@@ -19,10 +19,14 @@ from .ref import ACTIVATIONS, filter_size, parse_padding, parse_scaling, resolve
 
 ACT_INDEX = {name: i for i, name in enumerate(ACTIVATIONS)}  # matches enum Act in csrc/sgtool_ops.h
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+# The CPU build's filtered_lrelu also reads and writes bfloat16 (computing in float32), for bf16 autocast.
+FILTERED_LRELU_CPU_DTYPES = (*SUPPORTED_DTYPES, torch.bfloat16)
 
 
 def correlation_taps(f, gain, flip_filter, dtype, device):
-    """ref.upfirdn2d's filter preparation: scale by gain (per axis for 1-D), cast, flip unless flip_filter."""
+    """ref.upfirdn2d's filter preparation: scale by gain (per axis for 1-D), cast, flip unless flip_filter.
+    bfloat16 data keeps float32 taps: the kernels compute in float32."""
+    dtype = torch.float32 if dtype == torch.bfloat16 else dtype
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=device)
     taps = (f * (gain ** (f.ndim / 2))).to(dtype)
@@ -35,9 +39,9 @@ def _reversed(taps):
     return taps.flip(list(range(taps.ndim))).contiguous()
 
 
-def supports(x, *others) -> bool:
+def supports(x, *others, dtypes=SUPPORTED_DTYPES) -> bool:
     """Whether the kernels handle these tensors (else the caller uses the reference)."""
-    if x.dtype not in SUPPORTED_DTYPES:
+    if x.dtype not in dtypes:
         return False
     return all(t is None or (t.device == x.device and not t.requires_grad) for t in others)
 

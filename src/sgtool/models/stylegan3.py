@@ -176,8 +176,9 @@ class SynthesisLayer(nn.Module):
             self.magnitude_ema.copy_(magnitude_cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
         styles = self.styles(w) if styles is None else styles
-        dtype = layer_dtype(self.use_fp16, force_fp32, x.device)
-        x = kernels.modulated_conv2d_sg3(x.to(dtype), self.weight, styles, padding=self.conv_kernel - 1,
+        if not torch.is_autocast_enabled(x.device.type):  # under autocast (bf16 PTI) the matmul picks the dtype
+            x = x.to(layer_dtype(self.use_fp16, force_fp32, x.device))
+        x = kernels.modulated_conv2d_sg3(x, self.weight, styles, padding=self.conv_kernel - 1,
                                          demodulate=not self.is_torgb, input_gain=input_gain)
         gain = 1 if self.is_torgb else np.sqrt(2)
         slope = 1 if self.is_torgb else 0.2

@@ -6,9 +6,11 @@
 // intermediates in per-thread buffers instead of materialising them for the whole batch.
 #include <torch/extension.h>
 
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "sgtool_ops.h"
@@ -328,11 +330,12 @@ void run_stage(const Stage<T>& s, const T* in, T* out, T bias, Scratch<T>& sc, c
 // stage's epilogue produces them. It keeps only the rows its taps still need, in a ring (laid-out rows for
 // a 2-D filter; rows already resampled along x for a separable one, stored twice so that any run of them
 // is contiguous), and writes each output row once its inputs are in: the upsampled plane, several times
-// the cache at 1024 px, is never written out whole nor read back. Both second stages have up = 1.
-template <typename T>
+// the cache at 1024 px, is never written out whole nor read back. Both second stages have up = 1. Output
+// rows are stored as O (bfloat16 under bf16 autocast), computed in T.
+template <typename T, typename O = T>
 struct StreamedStage {
     const Stage<T>& s;
-    T* out;
+    O* out;
     Scratch<T> sc;  // its own: the first stage is using the caller's
     RowLayout l;
     int ring = 1, width, next = 0;
@@ -345,7 +348,7 @@ struct StreamedStage {
         rows = sized(sc.ring, (int64_t)2 * ring * width);
     }
 
-    void start(T* out_plane) {
+    void start(O* out_plane) {
         out = out_plane;
         next = 0;
     }
@@ -369,14 +372,19 @@ struct StreamedStage {
 
     void emit(int oy) {
         const TapRange& ry = s.y.ranges[oy];
-        T* dst = out + (int64_t)oy * s.x.out_len;
-        std::fill(dst, dst + s.x.out_len, T(0));
+        const int ow = s.x.out_len;
+        O* row = out + (int64_t)oy * ow;
+        T* dst;
+        if constexpr (std::is_same_v<O, T>) dst = row;
+        else dst = sized(sc.mid, ow);
+        std::fill(dst, dst + ow, T(0));
         if (s.separable) {
-            if (ry.n > 0) add_taps(dst, s.x.out_len, slot(ry.i0), width, s.f.data() + ry.t0, 1, ry.n);
-            return;
+            if (ry.n > 0) add_taps(dst, ow, slot(ry.i0), width, s.f.data() + ry.t0, 1, ry.n);
+        } else {
+            for (int ky = 0; ky < ry.n; ++ky)
+                add_row_x(s.x, s.f.data() + (int64_t)(ry.t0 + ky) * s.fw, s.fw, slot(ry.i0 + ky), l, dst, ow);
         }
-        for (int ky = 0; ky < ry.n; ++ky)
-            add_row_x(s.x, s.f.data() + (int64_t)(ry.t0 + ky) * s.fw, s.fw, slot(ry.i0 + ky), l, dst, s.x.out_len);
+        if constexpr (!std::is_same_v<O, T>) std::copy(dst, dst + ow, row);
     }
 };
 
@@ -437,6 +445,18 @@ void lrelu_grad_row(T* row, int n, const uint8_t* codes, T positive, T negative)
         row[i] *= codes[i] == kPositive ? positive : (codes[i] == kNegative ? negative : T(0));
 }
 
+// One input plane in the compute type T: the tensor's own memory, or a converted copy for bfloat16.
+template <typename T, typename S>
+const T* plane_as(const S* src, int64_t n, std::vector<T>& buffer) {
+    if constexpr (std::is_same_v<S, T>) {
+        return src;
+    } else {
+        buffer.resize(n);
+        for (int64_t i = 0; i < n; ++i) buffer[i] = T(src[i]);
+        return buffer.data();
+    }
+}
+
 void check_input(const torch::Tensor& x, const char* name) {
     TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
     TORCH_CHECK(x.dim() == 4, name, " must be NCHW");
@@ -468,6 +488,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int 
 }
 
 // Returns (y, codes); codes (uint8 [N, C, upsampled rows, packed_width(upsampled cols)]) only when save_codes.
+// bfloat16 x and y (PTI's bf16 autocast) are computed in float32, without casts of whole tensors around the call.
 std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor fu, torch::Tensor fd, torch::Tensor b,
                                                   int up, int down, int px0, int px1, int py0, int py1, double gain,
                                                   double slope, double clamp, bool save_codes) {
@@ -476,32 +497,34 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
     const int64_t channels = x.size(1), planes = x.size(0) * channels;
     const int ih = x.size(2), iw = x.size(3);
     torch::Tensor y, codes;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_filtered_lrelu", [&] {
-        auto up_stage = make_stage<scalar_t>(fu.to(x.scalar_type()), ih, iw, up, up, 1, 1, px0, px1, py0, py1);
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "sgtool_filtered_lrelu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+        auto up_stage = make_stage<acc_t>(fu.to(acc_type), ih, iw, up, up, 1, 1, px0, px1, py0, py1);
         const int th = up_stage.y.out_len, tw = up_stage.x.out_len;
         TORCH_CHECK(th > 0 && tw > 0, "filtered_lrelu output would be empty");
-        auto down_stage = make_stage<scalar_t>(fd.to(x.scalar_type()), th, tw, 1, 1, down, down, 0, 0, 0, 0);
+        auto down_stage = make_stage<acc_t>(fd.to(acc_type), th, tw, 1, 1, down, down, 0, 0, 0, 0);
         TORCH_CHECK(down_stage.x.out_len > 0 && down_stage.y.out_len > 0, "filtered_lrelu output would be empty");
         y = torch::empty({x.size(0), channels, down_stage.y.out_len, down_stage.x.out_len}, x.options());
         const int packed_tw = packed_width(tw);
         if (save_codes) codes = torch::empty({x.size(0), channels, th, packed_tw}, x.options().dtype(torch::kUInt8));
-        auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
-        const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
+        auto bc = b.numel() ? b.to(acc_type).contiguous() : b;
+        const acc_t* bias = b.numel() ? bc.data_ptr<acc_t>() : nullptr;
         const scalar_t* src = x.data_ptr<scalar_t>();
         scalar_t* dst = y.data_ptr<scalar_t>();
         uint8_t* code_ptr = save_codes ? codes.data_ptr<uint8_t>() : nullptr;
         const int64_t in_plane = (int64_t)ih * iw, code_plane = (int64_t)th * packed_tw;
         const int64_t out_plane = (int64_t)down_stage.y.out_len * down_stage.x.out_len;
-        const scalar_t g = gain, s = slope, c = clamp;
+        const acc_t g = gain, s = slope, c = clamp;
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> row_buffer(tw);
+            std::vector<acc_t> row_buffer(tw), converted;
             std::vector<uint8_t> row_codes(save_codes ? tw : 0);
-            Scratch<scalar_t> scratch;
-            StreamedStage<scalar_t> down(down_stage);
+            Scratch<acc_t> scratch;
+            StreamedStage<acc_t, scalar_t> down(down_stage);
             for (int64_t p = begin; p < end; ++p) {
                 uint8_t* plane_codes = code_ptr ? code_ptr + p * code_plane : nullptr;
                 down.start(dst + p * out_plane);
-                auto activate = [&](scalar_t* row, int r, int width) {
+                auto activate = [&](acc_t* row, int r, int width) {
                     if (plane_codes) {
                         lrelu_codes_row(row, width, g, s, c, row_codes.data());
                         pack_codes(row_codes.data(), width, plane_codes + (int64_t)r * packed_tw);
@@ -510,8 +533,9 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
                     }
                     down.push(row, r);
                 };
-                const scalar_t bp = bias ? bias[p % channels] : scalar_t(0);
-                run_stage(up_stage, src + p * in_plane, row_buffer.data(), bp, scratch, activate, 0);
+                const acc_t bp = bias ? bias[p % channels] : acc_t(0);
+                run_stage(up_stage, plane_as<acc_t>(src + p * in_plane, in_plane, converted), row_buffer.data(), bp,
+                          scratch, activate, 0);
                 down.finish();
             }
         });
@@ -534,10 +558,12 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
     TORCH_CHECK(codes.size(3) == packed_width(tw), "filtered_lrelu backward: codes do not match the input size");
     const int fdw = fd_t.dim() == 1 ? fd_t.size(0) : fd_t.size(1), fdh = fd_t.size(0);
     torch::Tensor dx;
-    AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "sgtool_filtered_lrelu_backward", [&] {
-        auto down_t = make_stage<scalar_t>(fd_t.to(dy.scalar_type()), oh, ow, down, down, 1, 1, fdw - 1,
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dy.scalar_type(), "sgtool_filtered_lrelu_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+        auto down_t = make_stage<acc_t>(fd_t.to(acc_type), oh, ow, down, down, 1, 1, fdw - 1,
                                            tw - ow * down, fdh - 1, th - oh * down);
-        auto up_t = make_stage<scalar_t>(fu_t.to(dy.scalar_type()), th, tw, 1, 1, up, up, fuw - px0 - 1,
+        auto up_t = make_stage<acc_t>(fu_t.to(acc_type), th, tw, 1, 1, up, up, fuw - px0 - 1,
                                          in_w * up - tw + px0 - up + 1, fuh - py0 - 1, in_h * up - th + py0 - up + 1);
         TORCH_CHECK(down_t.x.out_len == tw && down_t.y.out_len == th && up_t.x.out_len == in_w &&
                         up_t.y.out_len == in_h, "filtered_lrelu backward: inconsistent shapes");
@@ -548,22 +574,23 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
         const int64_t out_plane = (int64_t)oh * ow, in_plane = (int64_t)in_h * in_w;
         const int packed_tw = packed_width(tw);
         const int64_t code_plane = (int64_t)th * packed_tw;
-        const scalar_t g = gain, s = slope;
-        const scalar_t grad_positive = lrelu_grad(kPositive, g, s), grad_negative = lrelu_grad(kNegative, g, s);
+        const acc_t g = gain, s = slope;
+        const acc_t grad_positive = lrelu_grad(kPositive, g, s), grad_negative = lrelu_grad(kNegative, g, s);
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> row_buffer(tw);
+            std::vector<acc_t> row_buffer(tw), converted;
             std::vector<uint8_t> row_codes(tw);
-            Scratch<scalar_t> scratch;
-            StreamedStage<scalar_t> up_stream(up_t);
+            Scratch<acc_t> scratch;
+            StreamedStage<acc_t, scalar_t> up_stream(up_t);
             for (int64_t p = begin; p < end; ++p) {
                 const uint8_t* plane_codes = code_ptr + p * code_plane;
                 up_stream.start(dst + p * in_plane);
-                auto chain = [&](scalar_t* row, int r, int width) {
+                auto chain = [&](acc_t* row, int r, int width) {
                     unpack_codes(plane_codes + (int64_t)r * packed_tw, width, row_codes.data());
                     lrelu_grad_row(row, width, row_codes.data(), grad_positive, grad_negative);
                     up_stream.push(row, r);
                 };
-                run_stage(down_t, src + p * out_plane, row_buffer.data(), scalar_t(0), scratch, chain, 0);
+                run_stage(down_t, plane_as<acc_t>(src + p * out_plane, out_plane, converted), row_buffer.data(),
+                          acc_t(0), scratch, chain, 0);
                 up_stream.finish();
             }
         });
