@@ -48,9 +48,10 @@ def bf16_support(device: torch.device) -> str | None:
 
 
 def bf16_measured_faster(device: torch.device) -> bool:
-    """Where `auto` takes bf16: GPUs with bfloat16, and CPUs with AMX, where a 1024 px PTI step measured 1.1-1.4x
-    faster than float32 for all three architectures (bench/README.md, pti_precision). CPUs with AVX512-BF16 but
-    no AMX are unmeasured on today's path, so auto stays float32 there; `bf16` still runs on them."""
+    """Where `auto` takes bf16: CPUs with AMX, where a 1024 px PTI step measured 1.2-1.6x faster than float32 for
+    all three architectures (bench/README.md, pti_precision), and GPUs with bfloat16 (autocast's usual choice there;
+    not yet measured by sgtool). CPUs with AVX512-BF16 but no AMX are unmeasured on today's path, so auto stays
+    float32 there; `bf16` still runs on them."""
     if device.type == "cuda":
         return bf16_support(device) is None
     return device.type == "cpu" and "amx_bf16" in cpu_flags()

@@ -166,8 +166,8 @@ class PtiOptions(Settings):
                                                            "would exceed half the free memory)")
     precision: Annotated[Literal["fp32", "bf16", "auto"], Cli()] = Field(
         "auto", description="bf16: generator and LPIPS matmuls and convolutions in bfloat16 (weights, Adam and "
-        "losses float32; needs AVX512-BF16, AMX or a bf16 GPU); auto: bf16 where it measured faster (CPUs with AMX: "
-        "1.1-1.4x per 1024 px step; GPUs with bf16), else fp32 (bench/README.md)")
+        "losses float32; needs AVX512-BF16, AMX or a bf16 GPU); auto: bf16 on CPUs with AMX (measured 1.2-1.6x "
+        "faster per 1024 px step, bench/README.md) and GPUs with bf16, else fp32")
 
     @field_validator("save_every", mode="before")
     @classmethod
