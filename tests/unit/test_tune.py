@@ -133,6 +133,8 @@ def test_outputs_reload_and_render_identically(golden_g, target, tuned):
     record = json.loads((outdir / "tune.json").read_text())
     assert record["images"][0]["after"] == tuned["images"][0]["after"]
     assert record["settings"]["steps"] == 10 and record["settings"]["locality_alpha"] == 30.0
+    assert record["settings"]["precision"] == "auto" and record["precision_used"] in ("fp32", "bf16")
+    assert record["recomputed_layers"] == []  # 64 px: everything fits
     assert len(record["history"]) == 10 and record["history"][-1]["step"] == 10
     assert not (outdir / CHECKPOINT_NAME).exists()
     for name in ("portrait_before.png", "portrait_after.png", "loss_curve.png"):

@@ -423,7 +423,9 @@ def tune_and_save(generator, targets: Sequence[TuneTarget], settings: PtiOptions
         "stopped_early": result.stopped_early, "resumed_from_step": result.resumed_from,
         "seconds": round(result.seconds, 3), "outputs": outputs, "images": images,
         "mean_before": _mean_metrics(before), "mean_after": _mean_metrics(after),
-        "history": result.history, "settings": config, **(report_extra or {}),
+        "history": result.history, "settings": config,
+        # What `auto` resolved to on this machine: needed to reproduce the run elsewhere.
+        "precision_used": tuner.precision, "recomputed_layers": tuner.recomputed_layers, **(report_extra or {}),
     }
     write_json(summary, outdir / "tune.json")
     checkpoint.unlink(missing_ok=True)
