@@ -17,7 +17,7 @@ def one_by_one_as_matmul(device: torch.device) -> bool:
 
 
 def modulated_conv2d_sg3(x, weight, styles, demodulate=True, padding=0, input_gain=None):
-    """StyleGAN3's modulated convolution: one grouped conv with per-sample weights."""
+    """StyleGAN3's modulated convolution: one grouped conv with per-sample weights (1x1 on CPU: a batched matmul)."""
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     if demodulate:

@@ -142,7 +142,8 @@ class PivotalTuner:
     def _layers_to_recompute(self, generator, settings: PtiOptions) -> list[str]:
         """Activation checkpointing where memory needs it (auto): the largest layers are recomputed in
         backward until the rest of one step's saved activations fit in half the memory now available;
-        recomputing costs a second forward (1.7x a StyleGAN3-R 1024 px step, bench/README.md)."""
+        recomputing costs a second forward (a StyleGAN3-R 1024 px step measured 26.7 s recomputing every
+        layer, 15.3 s none)."""
         batch = settings.batch_size * (settings.locality_samples if settings.locality else 1)
         sizes = recomputable_bytes(generator, batch, kernels.compiled_for(self.device), self.device.type)
         if settings.checkpoint_activations != "auto":
@@ -189,8 +190,9 @@ class PivotalTuner:
         pivots, targets = self.pivots[indices], self.images[indices]
         transforms = self._batch_transforms(indices)
         self.optimizer.zero_grad(set_to_none=True)
-        layers = self.recomputed_layers
-        with activation_checkpointing(self.tuned, layers=layers), activation_checkpointing(self.original, layers=layers):
+        recomputed = self.recomputed_layers
+        with activation_checkpointing(self.tuned, layers=recomputed), \
+                activation_checkpointing(self.original, layers=recomputed):
             with autocast(self.precision, self.device):
                 images = synthesize(self.tuned, pivots, transforms, s.noise_mode)
                 lpips_each = _lpips_per_image(self.lpips, images, targets).float()
