@@ -99,7 +99,7 @@ void add_taps_fixed(T* dst, int n, const T* base, int64_t step, const T* w, int 
         wk[k] = w[k * wstride];
         src[k] = base + k * step;
     }
-    // dst never overlaps the sources; without the hint the compiler keeps this loop scalar for fear it might.
+    // dst never overlaps the sources: said to the compiler, so that the vectorised loop needs no overlap check.
 #pragma GCC ivdep
     for (int i = 0; i < n; ++i) {
         T acc = dst[i];
@@ -388,18 +388,6 @@ struct StreamedStage {
     }
 };
 
-// lrelu_forward over a row when no codes are kept: the same operations in the same order, written
-// without the per-element code store so that the loop vectorises.
-template <typename T>
-void lrelu_row(T* row, int n, T gain, T slope, T clamp) {
-    for (int i = 0; i < n; ++i) {
-        const T v = row[i];
-        row[i] = (v > T(0) ? v : v * slope) * gain;
-    }
-    if (clamp >= T(0))
-        for (int i = 0; i < n; ++i) row[i] = std::min(std::max(row[i], -clamp), clamp);
-}
-
 // The CPU build keeps codes at two bits, four to a byte along each upsampled row: a backward pass that
 // keeps every layer's codes (no activation checkpointing) holds a quarter of the bytes.
 inline int packed_width(int width) { return (width + 3) / 4; }
@@ -421,19 +409,19 @@ inline void unpack_codes(const uint8_t* packed, int width, uint8_t* codes) {
     for (int i = 0; i < width; ++i) codes[i] = (packed[i >> 2] >> ((i & 3) * 2)) & 3;
 }
 
-// lrelu_forward over a row, keeping every code: the same arithmetic, branch-free so that the loops vectorise.
+// lrelu_forward over a row, keeping each sample's code when `codes` is given: the same arithmetic,
+// branch-free so that the loops vectorise.
 template <typename T>
-void lrelu_codes_row(T* row, int n, T gain, T slope, T clamp, uint8_t* codes) {
+void lrelu_row(T* row, int n, T gain, T slope, T clamp, uint8_t* codes) {
     for (int i = 0; i < n; ++i) {
         const T v = row[i];
-        const bool positive = v > T(0);
-        row[i] = (positive ? v : v * slope) * gain;
-        codes[i] = positive ? kPositive : kNegative;
+        row[i] = (v > T(0) ? v : v * slope) * gain;
+        if (codes) codes[i] = v > T(0) ? kPositive : kNegative;
     }
     if (clamp < T(0)) return;
     for (int i = 0; i < n; ++i) {
         const T y = row[i];
-        codes[i] = (y < -clamp || y > clamp) ? uint8_t(kClamped) : codes[i];
+        if (codes) codes[i] = (y < -clamp || y > clamp) ? uint8_t(kClamped) : codes[i];
         row[i] = std::min(std::max(y, -clamp), clamp);
     }
 }
@@ -525,12 +513,8 @@ std::vector<torch::Tensor> filtered_lrelu_forward(torch::Tensor x, torch::Tensor
                 uint8_t* plane_codes = code_ptr ? code_ptr + p * code_plane : nullptr;
                 down.start(dst + p * out_plane);
                 auto activate = [&](acc_t* row, int r, int width) {
-                    if (plane_codes) {
-                        lrelu_codes_row(row, width, g, s, c, row_codes.data());
-                        pack_codes(row_codes.data(), width, plane_codes + (int64_t)r * packed_tw);
-                    } else {
-                        lrelu_row(row, width, g, s, c);
-                    }
+                    lrelu_row(row, width, g, s, c, plane_codes ? row_codes.data() : nullptr);
+                    if (plane_codes) pack_codes(row_codes.data(), width, plane_codes + (int64_t)r * packed_tw);
                     down.push(row, r);
                 };
                 const acc_t bp = bias ? bias[p % channels] : acc_t(0);
