@@ -179,12 +179,12 @@ def matmul_gflops(seconds: float = 3.0) -> float:
 
 
 def available_memory_gb() -> float:
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2 ** 20
-    return 16.0
+    import torch
+
+    from sgtool.pipelines.memory import available_memory
+
+    free = available_memory(torch.device("cpu"))
+    return 16.0 if free is None else free / 2 ** 30
 
 
 def main(argv=None):

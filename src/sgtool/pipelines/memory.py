@@ -64,8 +64,7 @@ def recomputable_bytes(generator: nn.Module, batch: int, compiled_kernels: bool,
         if generator.kind == "stylegan3":
             if child is generator.synthesis.input:
                 continue
-            up_rows = int(child.in_size[1]) * child.up_factor + child.padding[2] + child.padding[3]
-            up_cols = int(child.in_size[0]) * child.up_factor + child.padding[0] + child.padding[1]
+            up_rows, up_cols = _upsampled_shape(child)
             if not compiled_kernels:
                 per_sample = 16 * up_rows * up_cols
             else:
@@ -109,9 +108,15 @@ def available_memory(device: torch.device) -> int | None:
     return max(free, 0)
 
 
+def _upsampled_shape(layer) -> tuple[int, int]:
+    """(rows, columns) of a StyleGAN3 layer's padded, upsampled plane per channel (an upper bound)."""
+    return (max(1, int(layer.in_size[1]) * layer.up_factor + layer.padding[2] + layer.padding[3]),
+            max(1, int(layer.in_size[0]) * layer.up_factor + layer.padding[0] + layer.padding[1]))
+
+
 def _channel_chunk(layer, chunk_bytes: int) -> int:
-    side = max(1, int(layer.in_size.max()) * layer.up_factor + layer.padding[0] + layer.padding[1])
-    return max(1, min(layer.out_channels, chunk_bytes // (4 * side * side)))
+    rows, cols = _upsampled_shape(layer)
+    return max(1, min(layer.out_channels, chunk_bytes // (4 * rows * cols)))
 
 
 class _OutputSlice:
