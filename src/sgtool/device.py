@@ -47,7 +47,7 @@ def bf16_support(device: torch.device) -> str | None:
     return f"bfloat16 is not used on {device.type}"
 
 
-def bf16_measured_faster(device: torch.device) -> bool:
+def auto_takes_bf16(device: torch.device) -> bool:
     """Where `auto` takes bf16: CPUs with AMX, where a 1024 px PTI step measured 1.2-1.6x faster than float32 for
     all three architectures (bench/README.md, pti_precision), and GPUs with bfloat16 (autocast's usual choice there;
     not yet measured by sgtool). CPUs with AVX512-BF16 but no AMX are unmeasured on today's path, so auto stays
@@ -58,12 +58,12 @@ def bf16_measured_faster(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, setting: str = "--precision") -> str:
-    """fp32 or bf16: `auto` is bf16 where it was measured faster, else fp32; bf16 asked for where the hardware has
+    """fp32 or bf16: `auto` is bf16 where `auto_takes_bf16`, else fp32; bf16 asked for where the hardware has
     no bfloat16 falls back to fp32 with one warning naming `setting`."""
     if precision == "fp32":
         return "fp32"
     if precision == "auto":
-        return "bf16" if bf16_measured_faster(device) else "fp32"
+        return "bf16" if auto_takes_bf16(device) else "fp32"
     missing = bf16_support(device)
     if missing is None:
         return "bf16"
