@@ -116,7 +116,7 @@ class FolderImages(Dataset):
 
 class SyntheticLatents(Dataset):
     """Indices of rendered training images: the image is drawn by the trainer (on its device) from
-    `latent_seed(index)`, so every process and every resumption sees the same latent for an index."""
+    `synthetic_z(seed, index)`, so every process and every resumption sees the same latent for an index."""
 
     def __init__(self, count: int, offset: int = 0):
         self.count, self.offset = count, offset
@@ -128,16 +128,20 @@ class SyntheticLatents(Dataset):
         return {"index": index + self.offset, "failed": 0}
 
 
-def latent_seed(seed: int, index: int) -> int:
-    return (seed * 1_000_003 + index) % (2 ** 63)
+def synthetic_z(seed: int, index: int, z_dim: int) -> torch.Tensor:
+    """The z of synthetic image `index`: its own numpy stream for every (seed, index) pair.
+
+    torch's CPU generator keeps only a seed's low 32 bits, so indices offset by 2**40 (the held-out
+    images) drew the same latents as the first training images.
+    """
+    return torch.from_numpy(np.random.default_rng([seed, index]).standard_normal(z_dim, dtype=np.float32))
 
 
 @torch.no_grad()
 def render_targets(generator, indices: torch.Tensor, seed: int, truncation: float, size: int, device):
     """(images [B, 3, size, size], their W+ latents) for synthetic indices, clamped to [-1, 1] like any image
     file: an encoder trained on them meets photos, and pixels beyond the range are no picture's content."""
-    z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(latent_seed(seed, int(i))))
-                     for i in indices]).to(device)
+    z = torch.stack([synthetic_z(seed, int(i), generator.z_dim) for i in indices]).to(device)
     ws = generator.mapping(z, None, truncation_psi=truncation)
     images = synthesize(generator, ws).clamp(-1, 1)
     return torch.nn.functional.adaptive_avg_pool2d(images, (size, size)), ws

@@ -192,7 +192,7 @@ class Trainer:
         s, D = self.s, self.discriminator
         rng = random.Random(f"{s.seed}:{self.step}:{self.ctx.rank}")
         z = torch.randn(codes.shape[0], self.generator.z_dim,
-                        generator=torch.Generator().manual_seed(rng.randrange(2 ** 62))).to(codes.device)
+                        generator=torch.Generator().manual_seed(rng.randrange(2 ** 32))).to(codes.device)
         with torch.no_grad():
             real = self.generator.mapping(z, None)[:, 0]
         fake = codes[:, 0].detach()  # e4e discriminates the base code
