@@ -582,7 +582,35 @@ torch::Tensor filtered_lrelu_backward(torch::Tensor dy, torch::Tensor codes, tor
     return dx;
 }
 
-// x viewed as [outer, channels, inner]; b has `channels` entries or none.
+// Calls fn with the activation as a compile-time constant, so the per-element switch folds away
+// and the row loops vectorise.
+template <typename Fn>
+void with_activation(int act, Fn&& fn) {
+    switch (act) {
+        case kLinear: return fn(std::integral_constant<int, kLinear>());
+        case kRelu: return fn(std::integral_constant<int, kRelu>());
+        case kLrelu: return fn(std::integral_constant<int, kLrelu>());
+        case kTanh: return fn(std::integral_constant<int, kTanh>());
+        case kSigmoid: return fn(std::integral_constant<int, kSigmoid>());
+        case kElu: return fn(std::integral_constant<int, kElu>());
+        case kSelu: return fn(std::integral_constant<int, kSelu>());
+        case kSoftplus: return fn(std::integral_constant<int, kSoftplus>());
+        case kSwish: return fn(std::integral_constant<int, kSwish>());
+        default: TORCH_CHECK(false, "unknown activation index ", act);
+    }
+}
+
+// x viewed as rows of `inner` elements, row r being channel r % channels (b has `channels` entries
+// or none): fn(row, the row's bias) for every row, in parallel.
+template <typename scalar_t, typename Fn>
+void for_each_bias_row(int64_t numel, int64_t inner, const scalar_t* bias, int64_t channels, Fn&& fn) {
+    const int64_t rows = inner > 0 ? numel / inner : 0;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1));
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) fn(r, bias ? bias[r % channels] : scalar_t(0));
+    });
+}
+
 torch::Tensor bias_act_forward(torch::Tensor x, torch::Tensor b, int64_t inner, int act, double alpha, double gain,
                                double clamp) {
     TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor");
@@ -591,15 +619,20 @@ torch::Tensor bias_act_forward(torch::Tensor x, torch::Tensor b, int64_t inner, 
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_bias_act", [&] {
         auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
         const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
-        const int64_t channels = b.numel();
         const scalar_t* src = x.data_ptr<scalar_t>();
         scalar_t* dst = y.data_ptr<scalar_t>();
         const scalar_t a = alpha, g = gain, c = clamp;
-        at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-                scalar_t v = bias ? src[i] + bias[(i / inner) % channels] : src[i];
-                dst[i] = bias_act_value(act, v, a, g, c);
-            }
+        with_activation(act, [&](auto kind) {
+            constexpr int A = decltype(kind)::value;
+            for_each_bias_row(x.numel(), inner, bias, b.numel(), [&](int64_t r, scalar_t shift) {
+                const scalar_t* s = src + r * inner;
+                scalar_t* d = dst + r * inner;
+                if (bias) {
+                    for (int64_t i = 0; i < inner; ++i) d[i] = bias_act_value(A, s[i] + shift, a, g, c);
+                } else {
+                    for (int64_t i = 0; i < inner; ++i) d[i] = bias_act_value(A, s[i], a, g, c);
+                }
+            });
         });
     });
     return y;
@@ -613,16 +646,22 @@ torch::Tensor bias_act_backward(torch::Tensor dy, torch::Tensor x, torch::Tensor
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sgtool_bias_act_backward", [&] {
         auto bc = b.numel() ? b.to(x.scalar_type()).contiguous() : b;
         const scalar_t* bias = b.numel() ? bc.data_ptr<scalar_t>() : nullptr;
-        const int64_t channels = b.numel();
         const scalar_t* src = x.data_ptr<scalar_t>();
         const scalar_t* grad = dy.data_ptr<scalar_t>();
         scalar_t* dst = dx.data_ptr<scalar_t>();
         const scalar_t a = alpha, g = gain, c = clamp;
-        at::parallel_for(0, x.numel(), 16384, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-                scalar_t v = bias ? src[i] + bias[(i / inner) % channels] : src[i];
-                dst[i] = grad[i] * bias_act_grad(act, v, a, g, c);
-            }
+        with_activation(act, [&](auto kind) {
+            constexpr int A = decltype(kind)::value;
+            for_each_bias_row(x.numel(), inner, bias, b.numel(), [&](int64_t r, scalar_t shift) {
+                const scalar_t* s = src + r * inner;
+                const scalar_t* gr = grad + r * inner;
+                scalar_t* d = dst + r * inner;
+                if (bias) {
+                    for (int64_t i = 0; i < inner; ++i) d[i] = gr[i] * bias_act_grad(A, s[i] + shift, a, g, c);
+                } else {
+                    for (int64_t i = 0; i < inner; ++i) d[i] = gr[i] * bias_act_grad(A, s[i], a, g, c);
+                }
+            });
         });
     });
     return dx;
