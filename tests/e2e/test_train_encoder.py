@@ -63,7 +63,7 @@ def e4e_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_e4e_lowers_the_held_out_loss(e4e_run):
-    # Measured 4.5x in 300 steps (1.11 -> 0.25) on this 2-core machine; issue 18 asks for 3x.
+    # Measured 3.7x in 300 steps (1.02 -> 0.27) on this 2-core machine; issue 18 asks for 3x.
     losses = held_out(e4e_run)
     assert losses[0] / losses[-1] >= 3, losses
     summary = json.loads((e4e_run / "run.json").read_text())["summary"]
@@ -74,7 +74,7 @@ def test_e4e_lowers_the_held_out_loss(e4e_run):
 
 @pytest.mark.slow
 def test_restyle_psp_lowers_the_held_out_loss_3x(tmp_path):
-    # Measured 4.1x in 300 steps (1.10 -> 0.27); issue 18 asks for 3x.
+    # Measured 4.2x in 300 steps (1.01 -> 0.24); issue 18 asks for 3x.
     train("-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--steps", 300,
           "--batch-size", 4, "--val-every", 300, "--save-every", 300, "-o", tmp_path / "run")
     losses = held_out(tmp_path / "run")
@@ -82,16 +82,19 @@ def test_restyle_psp_lowers_the_held_out_loss_3x(tmp_path):
 
 
 @pytest.mark.slow
-def test_hyperstyle_with_to_rgb_layers_trains_and_loads_in_invert(tmp_path, e4e_run):
+def test_hyperstyle_with_to_rgb_layers_halves_the_held_out_loss_and_loads_in_invert(tmp_path, e4e_run):
     run = tmp_path / "hyper"
     # Every layer but 11 and 12, whose shapes differ from the shared hypernet's; 1, 4, 7, 10, 13 are to-RGB.
     layers = "0,1,2,3,4,5,6,7,8,9,10,13"
-    train("-n", SG2, "--synthetic", "--arch", "hyperstyle", *TINY, "--iterations", 2, "--w-encoder",
-          e4e_run / "best.pt", "--layers-to-tune", layers, "--steps", 60, "--batch-size", 4, "--val-every", 60,
-          "--save-every", 60, "-o", run)
+    # Per-image weight offsets take many more images than codes: at batch 4 the hypernet learns little more than
+    # offsets shared by every image in 300 steps (0.27 -> 0.22). Batch 128 at twice the tiny width: 300 steps here
+    # (measured 0.272 -> 0.121, 2.25x, 3 minutes); issue 18's 3x took 800 (0.272 -> 0.091, 3.01x, 6.3 minutes here).
+    train("-n", SG2, "--synthetic", "--arch", "hyperstyle", *TINY, "--width", "0.125", "--lr", "3e-3", "--iterations",
+          1, "--w-encoder", e4e_run / "best.pt", "--layers-to-tune", layers, "--steps", 300, "--batch-size", 128,
+          "--val-every", 300, "--save-every", 300, "-o", run)
     losses = held_out(run)
-    # The weight offsets improve on the W encoder's reconstruction (1.45x in 200 steps, not the 3x issue 18 asks).
-    assert losses[-1] < losses[0], losses
+    w_encoder_loss = held_out(e4e_run)[-1]  # the same held-out images, reconstructed by the W encoder alone
+    assert losses[0] / losses[-1] >= 2 and w_encoder_loss / losses[-1] >= 2, (w_encoder_loss, losses)
 
     from sgtool.pipelines.invert import load_encoder
 
