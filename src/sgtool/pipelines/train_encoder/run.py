@@ -203,7 +203,7 @@ class Trainer:
         loss.backward()
         average_gradients(D, self.ctx)
         self.d_optimizer.step()
-        logs = {"discriminator_loss": float(loss)}
+        logs = {"discriminator_loss": float(loss.detach())}
         if self.step % s.d_reg_every == 0 and s.r1 > 0:
             real = real.detach().requires_grad_(True)
             pred = D(real)
@@ -213,7 +213,7 @@ class Trainer:
             r1.backward()
             average_gradients(D, self.ctx)
             self.d_optimizer.step()
-            logs["discriminator_r1_loss"] = float(r1)
+            logs["discriminator_r1_loss"] = float(r1.detach())
         D.requires_grad_(False)
         return logs
 
