@@ -13,7 +13,7 @@ import numpy as np
 import skimage.data
 
 from sgtool.pipelines.align import align_image, crop_from_quad, crop_quad_from, key_points, quad_from_landmarks
-from sgtool.pipelines.faces import FaceFinder
+from sgtool.pipelines.align.faces import FaceFinder
 from timing import median_seconds
 
 SIZE = 1024

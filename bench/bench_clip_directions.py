@@ -1,4 +1,4 @@
-"""Seconds per S channel for building StyleCLIP directions (`--build-clip-directions`), CPU.
+"""Seconds per S channel for building StyleCLIP directions (`sgtool directions styleclip`), CPU.
 
 Per channel a build renders 2 x samples images (the channel at mean -/+ strength x std) and encodes them with
 CLIP ViT-B/32 (random weights: the cost is the architecture's). Rows per generator: the batched pipeline
@@ -26,7 +26,7 @@ import torch
 from sgtool.editing import stylespace
 from sgtool.editing.clip_text import ClipEncoder, build_clip
 from sgtool.models import build_generator, load_generator
-from sgtool.pipelines.clip_directions import channel_features, direction_channels
+from sgtool.pipelines.directions.styleclip import channel_features, direction_channels
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "generators"
 REPEATS = 3

@@ -16,7 +16,7 @@ from sgtool import kernels
 from sgtool.editing import Edit, apply_edits, apply_style_edits, capture_styles, render_styles, sefa_directions
 from sgtool.editing.stylespace import StyleEdit
 from sgtool.models import load_generator
-from sgtool.pipelines.render import render
+from sgtool.pipelines.shared.render import render
 from timing import median_seconds
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "generators"

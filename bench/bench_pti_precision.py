@@ -37,7 +37,7 @@ def child(arch: str, case: str, resolution: int, steps: int) -> None:
     from timing import median_seconds
 
     from sgtool.kernels import conv
-    from sgtool.pipelines.pti import PivotalTuner, TuneTarget
+    from sgtool.pipelines.tune.pti import PivotalTuner, TuneTarget
     from sgtool.settings import PtiOptions
 
     warnings.simplefilter("ignore")

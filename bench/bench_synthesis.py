@@ -181,7 +181,7 @@ def matmul_gflops(seconds: float = 3.0) -> float:
 def available_memory_gb() -> float:
     import torch
 
-    from sgtool.pipelines.memory import available_memory
+    from sgtool.pipelines.shared.memory import available_memory
 
     free = available_memory(torch.device("cpu"))
     return 16.0 if free is None else free / 2 ** 30

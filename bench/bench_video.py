@@ -29,7 +29,7 @@ from support.clips import make_clip  # noqa: E402
 
 from sgtool.device import resolve_device  # noqa: E402
 from sgtool.pipelines.video import run_video  # noqa: E402
-from sgtool.pipelines.video_io import VideoWriter, decode_frames  # noqa: E402
+from sgtool.pipelines.shared.video_io import VideoWriter, decode_frames  # noqa: E402
 from sgtool.settings import VideoSettings  # noqa: E402
 
 GOLDEN = (ROOT / ".." / "shared" / "golden" / "encoders").resolve()

@@ -213,7 +213,7 @@ def synthesis_timings(generator, device: torch.device, batches, repeats: int) ->
 
 
 def pti_step_timing(generator, device: torch.device, repeats: int) -> dict:
-    from sgtool.pipelines.pti import PivotalTuner, TuneTarget
+    from sgtool.pipelines.tune.pti import PivotalTuner, TuneTarget
     from sgtool.settings import PtiOptions
 
     resolution = generator.img_resolution

@@ -7,22 +7,45 @@ import warnings
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .commands.align import align
+from .commands.common import console
 from .commands.convert import convert
-from .commands.edit import edit
+from .commands.directions import directions_app
+from .commands.edit import edit, moved_task
 from .commands.expand_fov import expand_fov
 from .commands.generate import generate
 from .commands.info import info
 from .commands.invert import invert
 from .commands.merge_manifests import merge_manifests
+from .commands.mix import mix
 from .commands.models import models_app
 from .commands.train_encoder import train_encoder
 from .commands.tune import tune
 from .commands.video import video
 
+
+
+class _Commands(TyperGroup):
+    """sgtool's commands in workflow order, with the old `edit` spellings of tasks that moved to commands of their
+    own sent on to them."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [name for name, _, _ in COMMANDS]
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] == "edit":
+            moved = moved_task(args[1:])
+            if moved is not None:
+                args, pointer = moved
+                console.print(f"[yellow]{pointer}[/]", highlight=False, soft_wrap=True)
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="sgtool",
     help="Invert and edit real photos and videos with StyleGAN3 and StyleGAN2.",
     no_args_is_help=True,
@@ -30,19 +53,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Listed in the order of the workflow: align -> invert -> tune -> edit -> video / expand-fov.
-app.command("generate")(generate)
-app.command("info")(info)
-app.command("align")(align)
-app.command("invert")(invert)
-app.command("tune")(tune)
-app.command("edit")(edit)
-app.command("video")(video)
-app.command("expand-fov")(expand_fov)
-app.command("train-encoder")(train_encoder)
-app.command("convert")(convert)
-app.add_typer(models_app, name="models")
-app.command("merge-manifests")(merge_manifests)
+# In the order of the workflow: align -> invert -> tune -> edit -> video / expand-fov, then the tools.
+WORKFLOW, TOOLS = "Workflow", "Models and tools"
+COMMANDS = [
+    ("align", align, WORKFLOW), ("invert", invert, WORKFLOW), ("tune", tune, WORKFLOW), ("edit", edit, WORKFLOW),
+    ("mix", mix, WORKFLOW), ("directions", directions_app, WORKFLOW), ("video", video, WORKFLOW),
+    ("expand-fov", expand_fov, WORKFLOW), ("train-encoder", train_encoder, WORKFLOW),
+    ("generate", generate, TOOLS), ("info", info, TOOLS), ("convert", convert, TOOLS), ("models", models_app, TOOLS),
+    ("merge-manifests", merge_manifests, TOOLS),
+]
+for name, target, panel in COMMANDS:
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=name, rich_help_panel=panel)
+    else:
+        app.command(name, rich_help_panel=panel)(target)
 
 
 def _version(value: bool):

@@ -40,7 +40,8 @@ class Models:
     encoder: str
     test: bool
     extra_set: list[str] = field(default_factory=list)  # --set options the test models need
-    clip_args: list[str] | None = None  # options of the text edits (None: no CLIP at hand, no text edit)
+    clip_args: list[str] | None = None  # the CLIP model's options (None: no CLIP at hand, no text edit)
+    template_args: list[str] = field(default_factory=list)  # the prompt templates' (text edits only)
 
 
 def real_models() -> Models | None:
@@ -55,8 +56,8 @@ def real_models() -> Models | None:
     return None
 
 
-def build_test_clip(folder: Path) -> list[str]:
-    """A random tiny CLIP (clip_text.TINY_TEST_CLIP) and a few prompt templates: the options that use them."""
+def build_test_clip(folder: Path) -> tuple[list[str], list[str]]:
+    """A random tiny CLIP (clip_text.TINY_TEST_CLIP) and a few prompt templates: the options that use each."""
     from safetensors.torch import save_file
 
     from .editing.clip_text import TINY_TEST_CLIP, build_clip
@@ -67,8 +68,8 @@ def build_test_clip(folder: Path) -> list[str]:
     save_file(network.state_dict(), str(folder / "test_clip.safetensors"))
     write_json(TINY_TEST_CLIP, folder / "test_clip.json")
     (folder / "templates.txt").write_text("a photo of {}.\na close-up photo of {}.\na portrait of {}.\n")
-    return ["--clip", str(folder / "test_clip.json"), "--clip-weights", str(folder / "test_clip.safetensors"),
-            "--set", f"templates={folder / 'templates.txt'}"]
+    return (["--clip", str(folder / "test_clip.json"), "--clip-weights", str(folder / "test_clip.safetensors")],
+            ["--set", f"templates={folder / 'templates.txt'}"])
 
 
 def build_test_models(folder: Path) -> Models:
@@ -93,12 +94,13 @@ def build_test_models(folder: Path) -> Models:
     torch.save({"state_dict": state, "latent_avg": generator.mapping.w_avg.clone(),
                 "opts": {"encoder_type": "BackboneEncoder", "input_nc": 6, "n_iters_per_batch": 2,
                          "output_size": 64}}, encoder)
-    return Models(str(network), str(encoder), test=True, clip_args=build_test_clip(folder))
+    clip_args, template_args = build_test_clip(folder)
+    return Models(str(network), str(encoder), test=True, clip_args=clip_args, template_args=template_args)
 
 
 def make_clip(photo: Path, path: Path, seconds: float = 1.5, fps: int = 12, size: int = 256) -> Path:
     """A short clip of the portrait panning slowly, with a 440 Hz tone as its audio."""
-    from .pipelines.video_io import ffmpeg_exe
+    from .pipelines.shared.video_io import ffmpeg_exe
 
     pan = f"crop={size}:{size}:'32+24*sin(2*PI*t/{seconds})':'24+8*sin(2*PI*t/{seconds})'"
     subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-loop", "1", "-i", str(photo), "-f", "lavfi", "-i",
@@ -164,7 +166,7 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
              ["3_tune/astronaut_face0_crop_before.png", "3_tune/astronaut_face0_crop_after.png",
               "3_tune/loss_curve.png"]),
         Step("Discover directions", "SeFa: edit directions from the generator's own weights, no classifier.",
-             ["edit", "--discover", "sefa", "--top", "5", "-n", tuned, "-o", "4_edit/sefa", *extra],
+             ["directions", "sefa", "--top", "5", "-n", tuned, "-o", "4_edit/sefa", *extra],
              ["4_edit/sefa/sefa_preview.png"]),
         Step("Edit", "Sweep the strongest direction on the tuned generator (grid and animation).",
              ["edit", "2_invert/astronaut_latent.npy", "-n", tuned, *direction, "--sweep", "sefa0=-6:6:7", "--animate",
@@ -200,11 +202,11 @@ def text_steps(models: Models, tuned: str) -> list[Step]:
     clip = [*models.clip_args, *models.extra_set]
     return [
         Step("Build text directions", "StyleCLIP's s_stats and delta_i_c for this generator (any domain).",
-             ["edit", "--build-clip-directions", "-n", tuned, "--samples", "2", "--set", "stats_samples=1000",
+             ["directions", "styleclip", "-n", tuned, "--samples", "2", "--set", "stats_samples=1000",
               *clip, "-o", "4_edit/clip_directions"], []),
         Step("Text edit", "StyleCLIP global direction for a prompt, swept in strength.",
              ["edit", "2_invert/astronaut_latent.npy", "-n", tuned, "--text", "a smiling face", "--directions",
-              "4_edit/clip_directions", "--beta", "0.05", *sweep, *clip, "-o", "4_edit/text"],
+              "4_edit/clip_directions", "--beta", "0.05", *sweep, *clip, *models.template_args, "-o", "4_edit/text"],
              ["4_edit/text/sweep_alpha_a_smiling_face_b0.05.png"]),
     ]
 

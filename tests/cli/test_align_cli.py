@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sgtool.cli import app
 from sgtool.geometry import make_transform
-from sgtool.pipelines import align as A
+from sgtool.pipelines.align import run as A
 from sgtool.pipelines.align import align_batch, load_alignment
 from sgtool.settings import AlignSettings
 

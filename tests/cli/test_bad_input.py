@@ -98,6 +98,10 @@ OUTPUT_COMMANDS = {
     "expand-fov": lambda f: ["expand-fov", str(f["photo"].parent / "good_latent.npy"), "-n", str(f["gen"]),
                              "--all", "8"],
     "video": lambda f: ["video", str(f["photo"]), "-e", str(f["encoder"])],
+    "mix": lambda f: ["mix", "--rows", "0", "--cols", "1", "-n", str(f["gen"]), "--layers", "0"],
+    "directions sefa": lambda f: ["directions", "sefa", "-n", str(f["gen"])],
+    "directions boundary": lambda f: ["directions", "boundary", str(f["photo"].parent / "scores.csv")],
+    "directions styleclip": lambda f: ["directions", "styleclip", "-n", str(f["gen"])],
 }
 
 
@@ -147,7 +151,8 @@ def test_unusable_output_files(corpus, args, needle):
     ("video", ["--set", "crf=999"], "crf"),
     ("video", ["--set", "tune.lr=fast"], "tune.lr"),
     ("tune", ["--steps", "0"], "steps"),
-    ("edit", ["--discover", "sefa", "--top", "0"], "top"),
+    ("directions sefa", ["--top", "0"], "top"),
+    ("mix", ["--set", "trunc=2"], "trunc"),
     ("edit", ["--sweep", "age=-1:1:100000000"], "COUNT"),
     ("info", ["--arch", "stylegan4"], "arch"),
 ])
@@ -260,7 +265,7 @@ def test_payload_inside_weight_bytes_is_refused_as_code(corpus, tmp_path):
 def test_audio_only_file_is_not_a_video(corpus, tmp_path):
     import subprocess
 
-    from sgtool.pipelines.video_io import ffmpeg_exe
+    from sgtool.pipelines.shared.video_io import ffmpeg_exe
 
     root, files = corpus
     audio = tmp_path / "tone.mp4"

@@ -1,4 +1,5 @@
-"""`sgtool edit` end to end on the golden generators: outputs, sweeps, animation, transforms, SeFa, boundaries."""
+"""`sgtool edit` and `sgtool directions` end to end on the golden generators: outputs, sweeps, animation,
+transforms, SeFa, boundaries, and the old `edit` spellings of the tasks that moved."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ def invoke(*args):
     return runner.invoke(app, ["edit", *map(str, args), "--device", "cpu"])
 
 
+def sgtool(*args):
+    return runner.invoke(app, list(map(str, args)))
+
+
 def test_edit_writes_named_outputs_equal_to_manual_edit(sg2, tmp_path):
     pkl, G, ws, d = sg2
     np.save(tmp_path / "dir2.npy", np.ones(32, np.float32))
@@ -101,7 +106,6 @@ def test_unknown_direction_lists_known_names(sg3, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     ([], "nothing to do"),
-    (["--edit", "x=1", "--discover", "sefa"], "separate tasks"),
     (["--edit", "x=up"], "--edit expects NAME=STRENGTH"),
     (["-e", "foo=1"], "foo=1 does not exist"),  # -e is --encoder in every command (edit: for photo inputs)
     (["--edit", "foo=1", "--edit", "foo=2"], "names a direction twice"),
@@ -109,7 +113,6 @@ def test_unknown_direction_lists_known_names(sg3, tmp_path):
     (["--edit", "foo=1", "--layers", "0-99"], "out of range"),
     (["--edit", "foo=1", "--mode", "wplus"], "--mode wplus needs"),
     (["--style", "L99:1=2"], "unknown style layer"),
-    (["--train-boundary", "scores.csv"], "drop the LATENTS arguments"),
 ])
 def test_bad_usage_exits_2(sg2, tmp_path, args, message):
     pkl, _, _, _ = sg2
@@ -143,22 +146,26 @@ def test_a_lone_bad_latent_file_or_a_directory_is_one_line_and_exit_2(sg2, tmp_p
 
 def test_set_converts_range_and_list_settings(sg2, tmp_path):
     pkl, _, _, _ = sg2
-    result = invoke("--network", pkl, "--discover", "sefa", "--top", "2", "--set", "layers=1-2",
-                    "--set", "sefa_preview=-2:2:3", "--outdir", tmp_path / "sefa", "--json")
+    result = sgtool("directions", "sefa", "--network", pkl, "--top", "2", "--set", "layers=1-2",
+                    "--set", "preview=-2:2:3", "--outdir", tmp_path / "sefa", "--json", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["layers"] == [1, 2] and summary["settings"]["layers"] == [1, 2]
-    assert summary["preview_strengths"] == [-2.0, 0.0, 2.0] and summary["settings"]["sefa_preview"] == [-2.0, 2.0, 3]
+    assert summary["preview_strengths"] == [-2.0, 0.0, 2.0] and summary["settings"]["preview"] == [-2.0, 2.0, 3]
     assert png(summary["preview"]).shape[1] == 3 * 64
 
 
-@pytest.mark.parametrize("item,key", [("layers=3-1", "layers"), ("layers=0-x", "layers"),
-                                      ("sefa_preview=1:2", "sefa_preview"), ("sefa_preview=-2:2:1", "sefa_preview"),
-                                      ("top=0", "top"), ("edits=[age]", "edits"), ("mode=wide", "mode"),
-                                      ("nosuch=1", "nosuch")])
-def test_bad_set_values_are_one_line_exit_2_and_nothing_written(sg2, tmp_path, item, key):
+@pytest.mark.parametrize("command,item,key", [
+    ("directions sefa", "layers=3-1", "layers"), ("directions sefa", "layers=0-x", "layers"),
+    ("directions sefa", "preview=1:2", "preview"), ("directions sefa", "preview=-2:2:1", "preview"),
+    ("directions sefa", "sefa_preview=-2:2:1", "preview"), ("directions sefa", "top=0", "top"),
+    ("edit", "edits=[age]", "edits"), ("edit", "mode=wide", "mode"), ("edit", "nosuch=1", "nosuch"),
+    ("edit", "top=3", "top"), ("mix", "layers=0-x", "layers"), ("directions boundary", "ratio=0", "ratio")])
+def test_bad_set_values_are_one_line_exit_2_and_nothing_written(sg2, tmp_path, command, item, key):
     pkl, _, _, _ = sg2
-    result = invoke("--network", pkl, "--discover", "sefa", "--set", item, "--outdir", tmp_path / "sefa")
+    network = [] if command == "directions boundary" else ["--network", pkl]
+    inputs = {"edit": [tmp_path / "a_latent.npy"], "directions boundary": [tmp_path / "scores.csv"]}.get(command, [])
+    result = sgtool(*command.split(), *inputs, *network, "--set", item, "--outdir", tmp_path / "sefa")
     assert result.exit_code == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and f"setting {key}" in result.stderr.replace("'", "")
     assert not (tmp_path / "sefa").exists()
@@ -278,10 +285,10 @@ def test_style_edit_cli(sg3, tmp_path):
     np.testing.assert_allclose(saved[layer.name][0].numpy(), edited[3][0].numpy())
 
 
-def test_discover_sefa_cli(sg2, tmp_path):
+def test_directions_sefa_cli(sg2, tmp_path):
     pkl, G, _, _ = sg2
     out = tmp_path / "sefa"
-    result = invoke("--network", pkl, "--discover", "sefa", "--top", "3", "--set", "sefa_preview=[-3,3,3]",
+    result = sgtool("directions", "sefa", "--network", pkl, "--top", "3", "--set", "preview=[-3,3,3]",
                     "--outdir", out, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -294,7 +301,8 @@ def test_discover_sefa_cli(sg2, tmp_path):
     assert json.loads((out / "sefa.json").read_text())["preview_latent"] == "seed0"
 
 
-def test_train_boundary_cli(tmp_path):
+def _scores_csv(tmp_path):
+    """300 latents scored along a planted direction (a little noise): the CSV and the direction."""
     rng = np.random.RandomState(1)
     planted = rng.randn(8)
     planted /= np.linalg.norm(planted)
@@ -304,15 +312,53 @@ def test_train_boundary_cli(tmp_path):
         np.save(tmp_path / f"s{i}_latent.npy", np.repeat(w[None], 4, axis=0))
         lines.append(f"s{i}_latent.npy,{float(w @ planted + 0.02 * rng.randn()):.6f}")
     (tmp_path / "smile.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "smile.csv", planted
+
+
+def test_directions_boundary_cli(tmp_path):
+    scores, planted = _scores_csv(tmp_path)
     out = tmp_path / "b"
-    result = invoke("--train-boundary", tmp_path / "smile.csv", "--set", "boundary_ratio=0.3", "--outdir", out)
+    result = sgtool("directions", "boundary", scores, "--set", "ratio=0.3", "--outdir", out)
     assert result.exit_code == 0, result.stderr
-    assert "held-out accuracy" in result.stderr
+    assert "held-out accuracy" in result.stderr and f"--direction smile={out / 'smile_boundary.npy'}" in \
+        result.stderr.replace("\n", "")
     boundary = np.load(out / "smile_boundary.npy")
     assert boundary.shape == (1, 8)
     assert float(boundary[0] @ planted) > 0.95
     record = json.loads((out / "smile_boundary.json").read_text())
     assert record["val_accuracy"] > 0.9 and record["train_per_class"] == 63
     (tmp_path / "broken.csv").write_text("latent,score\nmissing_latent.npy,1.0\n")
-    result = invoke("--train-boundary", tmp_path / "broken.csv", "--outdir", out)
+    result = sgtool("directions", "boundary", tmp_path / "broken.csv", "--outdir", out)
     assert result.exit_code == 2 and "missing_latent.npy does not exist" in result.stderr
+
+
+def test_old_edit_spellings_run_the_moved_tasks_and_name_the_new_command(sg2, tmp_path):
+    pkl, _, _, _ = sg2
+    old = invoke("--network", pkl, "--discover", "sefa", "--top", "2", "--set", "sefa_preview=-2:2:3",
+                 "--outdir", tmp_path / "old", "--json")
+    new = sgtool("directions", "sefa", "--network", pkl, "--top", "2", "--set", "preview=-2:2:3",
+                 "--outdir", tmp_path / "new", "--json", "--device", "cpu")
+    assert old.exit_code == 0 and new.exit_code == 0, old.stderr + new.stderr
+    assert "`sgtool edit --discover` is now `sgtool directions sefa`" in old.stderr and "now" not in new.stderr
+    for name in ("sefa_00.npy", "sefa_01.npy", "sefa_preview.png"):
+        assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "new" / name).read_bytes()
+    scores, _ = _scores_csv(tmp_path)
+    result = invoke("--train-boundary", scores, "--set", "boundary_ratio=0.3", "--outdir", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    assert "`sgtool edit --train-boundary` is now `sgtool directions boundary`" in result.stderr
+    assert (tmp_path / "b" / "smile_boundary.npy").is_file()
+    result = invoke("--mix", tmp_path / "a_latent.npy", tmp_path / "b_latent.npy", "-n", pkl, "--layers", "0-3",
+                    "--outdir", tmp_path / "mix")
+    assert result.exit_code == 0, result.stderr
+    assert "`sgtool edit --mix` is now `sgtool mix`" in result.stderr and (tmp_path / "mix" / "mix_grid.png").is_file()
+
+
+def test_edit_help_lists_only_options_that_apply_edits():
+    edit_help = sgtool("edit", "--help").stdout
+    for option in ("--edit", "--style", "--text", "--sweep", "--animate", "--transforms", "--face"):
+        assert option in edit_help
+    for moved in ("--mix", "--discover", "--top", "--samples", "--train-boundary", "--build-clip-directions"):
+        assert moved not in edit_help
+    assert "--rows" in sgtool("mix", "--help").stdout
+    listing = sgtool("directions", "--help").stdout
+    assert all(name in listing for name in ("sefa", "boundary", "styleclip"))

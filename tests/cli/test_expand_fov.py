@@ -9,7 +9,7 @@ import torch
 from sgtool.errors import SgtoolError
 from sgtool.geometry import input_transform
 from sgtool.models import load_generator
-from sgtool.pipelines.expand_fov import Margins, expand_fov, plan_tiles, translation_matrix
+from sgtool.pipelines.fov import Margins, expand_fov, plan_tiles, translation_matrix
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak_to_peak: float = 2.0) -> float:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sgtool.cli import app
 from sgtool.editing import clip_text, styleclip, stylespace
 from sgtool.models import load_generator
-from sgtool.pipelines.edit_requests import prepare_edits
+from sgtool.pipelines.edit.requests import prepare_edits
 from sgtool.pipelines.video.edits import ClipEdits
 from sgtool.settings import EditOptions
 from sgtool.utils.io import to_uint8
@@ -45,9 +45,13 @@ def sg3():
     return path, load_generator(path)
 
 
+def clip_model_args(folder):
+    return ["--clip", folder / "clip.json", "--clip-weights", folder / "clip.safetensors"]
+
+
 def clip_args(folder):
-    return ["--clip", folder / "clip.json", "--clip-weights", folder / "clip.safetensors",
-            "--set", f"templates={folder / 'templates.txt'}"]
+    """The CLIP model and the prompt templates (text edits; building directions needs no templates)."""
+    return [*clip_model_args(folder), "--set", f"templates={folder / 'templates.txt'}"]
 
 
 def invoke(command, *args):
@@ -129,15 +133,16 @@ def test_alpha_and_beta_sweeps(sg3, clip_files, tmp_path):
 def test_built_directions_drive_edit_and_expand_fov(sg3, clip_files, tmp_path):
     pkl, G = sg3
     dirs = tmp_path / "dirs"
-    result = invoke("edit", "--build-clip-directions", "-n", pkl, *clip_args(clip_files), "--samples", 1,
+    result = invoke("directions", "styleclip", "-n", pkl, *clip_model_args(clip_files), "--samples", 1,
                     "--set", "stats_samples=200", "-o", dirs, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["status"] == "done" and summary["channels"] == 219
     assert sorted(p.name for p in dirs.iterdir()) == ["clip_directions.json", "delta_i_c.npy", "s_stats"]
-    again = invoke("edit", "--build-clip-directions", "-n", pkl, *clip_args(clip_files), "--samples", 1,
-                   "--set", "stats_samples=200", "-o", dirs)
+    again = invoke("edit", "--build-clip-directions", "-n", pkl, *clip_model_args(clip_files), "--samples", 1,
+                   "--set", "stats_samples=200", "-o", dirs)  # the old spelling: the same build, already done
     assert again.exit_code == 0 and "already built" in again.output
+    assert "`sgtool edit --build-clip-directions` is now `sgtool directions styleclip`" in again.output
 
     ws = np.load(golden_dir("generators", "sg3t_64_io.npz"))["ws"][1]
     np.save(tmp_path / "b_latent.npy", ws)
@@ -190,7 +195,7 @@ def test_missing_clip_files_fail_before_the_generator_loads(sg3, clip_files, tmp
     def no_generator(*args, **kwargs):
         raise AssertionError("the generator was loaded before the CLIP files were checked")
 
-    monkeypatch.setattr("sgtool.pipelines.edit.load_generator", no_generator)
+    monkeypatch.setattr("sgtool.pipelines.edit.run.load_generator", no_generator)
     np.save(tmp_path / "a_latent.npy", np.zeros((16, 32), np.float32))
     base = ["edit", tmp_path / "a_latent.npy", "-n", pkl, "--text", "a smiling face", "-o", tmp_path / "out"]
     result = invoke(*base, "--set", f"templates={clip_files / 'templates.txt'}")
@@ -200,7 +205,7 @@ def test_missing_clip_files_fail_before_the_generator_loads(sg3, clip_files, tmp
     assert "Traceback" not in result.output
 
     result = invoke(*base, *clip_args(clip_files), "--directions", tmp_path)
-    assert result.exit_code == 2 and "delta_i_c.npy + s_stats" in result.output and "--build-clip-directions" in \
+    assert result.exit_code == 2 and "delta_i_c.npy + s_stats" in result.output and "sgtool directions styleclip" in \
         result.output
     assert not (tmp_path / "out").exists()
 
@@ -210,4 +215,4 @@ def test_unknown_generator_without_directions_says_how_to_build_them(clip_files,
     pkl = golden_dir("generators", "sg3t_64.pkl")
     result = invoke("edit", tmp_path / "a_latent.npy", "-n", pkl, "--text", "a smiling face", *clip_args(clip_files),
                     "-o", tmp_path / "out")
-    assert result.exit_code == 2 and "--build-clip-directions" in result.output
+    assert result.exit_code == 2 and "sgtool directions styleclip" in result.output

@@ -14,7 +14,7 @@ from support.golden import golden_dir
 from sgtool.cli import app
 from sgtool.geometry import input_transform
 from sgtool.models import load_generator
-from sgtool.pipelines.transforms import TransformTable
+from sgtool.pipelines.shared.transforms import TransformTable
 from sgtool.pipelines.tune import match_targets
 from sgtool.utils.io import save_image, to_uint8, write_json
 
@@ -196,7 +196,7 @@ def test_images_sharing_a_stem_get_their_own_folders(frames, png_key):
 
 def test_set_values_are_converted_and_bad_ones_refused(frames, monkeypatch):
     # Bug 2: --set values reach the tuner converted to their types (1e-4 is a string to YAML).
-    from sgtool.pipelines import pti
+    from sgtool.pipelines.tune import pti
 
     root, network, latents, _ = frames
     seen = {}

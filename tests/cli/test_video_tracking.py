@@ -11,9 +11,9 @@ from support.clips import make_clip, render_frame
 
 from sgtool.errors import SgtoolError
 from sgtool.pipelines.align import transform_parameters
-from sgtool.pipelines.smoothing import Smoothing, jitter
+from sgtool.pipelines.shared.smoothing import Smoothing, jitter
 from sgtool.pipelines.video import ALIGN, TRACK, Clip, quad_params, ramp_factors, run_stages
-from sgtool.pipelines.video_io import VideoWriter
+from sgtool.pipelines.shared.video_io import VideoWriter
 from sgtool.settings import ClipOptions
 
 

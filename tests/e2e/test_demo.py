@@ -7,7 +7,7 @@ import torch
 from sgtool.demo import SAMPLE, Step, build_test_models, make_clip, plan_steps, write_index
 from sgtool.models import load_generator
 from sgtool.pipelines.invert import load_encoder
-from sgtool.pipelines.video_io import audio_streams, count_frames
+from sgtool.pipelines.shared.video_io import audio_streams, count_frames
 
 
 def test_test_models_load_through_the_product_loaders(tmp_path):
@@ -25,8 +25,8 @@ def test_sample_clip_and_index(tmp_path):
     assert count_frames(clip) == 4 and audio_streams(clip)
     models = build_test_models(tmp_path / "models")
     steps = plan_steps(models, clip)
-    assert [s.args[0] for s in steps] == ["align", "invert", "tune", "edit", "edit", "edit", "edit", "expand-fov",
-                                         "video", "edit"]
+    assert [s.args[0] for s in steps] == ["align", "invert", "tune", "directions", "edit", "directions", "edit",
+                                         "expand-fov", "video", "edit"]
     (tmp_path / "1_align").mkdir()
     (tmp_path / "1_align" / "x.png").write_bytes(b"")
     steps = [Step("Align", "about <it>", ["align", "a b.jpg"], ["1_align/x.png", "1_align/missing.png"], 1.5)]

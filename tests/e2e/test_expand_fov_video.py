@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from support.golden import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
-from sgtool.pipelines.video_io import audio_streams, count_frames, probe
+from sgtool.pipelines.shared.video_io import audio_streams, count_frames, probe
 
 
 def test_clip_is_expanded_frame_by_frame_reusing_the_video_cache(tmp_path):

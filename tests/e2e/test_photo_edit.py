@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from sgtool.cli import app
 from sgtool.demo import build_test_models
 from sgtool.models import load_generator
-from sgtool.pipelines.mixing import mix_grid, mix_styles
-from sgtool.pipelines.images import read_image
-from sgtool.pipelines.paste import head_mask
+from sgtool.pipelines.mix import mix_grid, mix_styles
+from sgtool.pipelines.shared.images import read_image
+from sgtool.pipelines.edit.paste import head_mask
 from sgtool.settings import Mask
 from sgtool.utils.io import to_uint8
 from support.golden import golden_dir
@@ -49,7 +49,11 @@ def two_faces(tmp_path_factory):
 
 
 def edit(*args):
-    return runner.invoke(app, ["edit", *map(str, args), "--device", "cpu"])
+    return sgtool("edit", *args)
+
+
+def sgtool(command, *args):
+    return runner.invoke(app, [command, *map(str, args), "--device", "cpu"])
 
 
 def model_args(models):
@@ -159,17 +163,17 @@ def test_style_mixing_takes_exactly_the_listed_style_inputs(name, tmp_path):
         assert np.array_equal(grid[size:, size:], plain)
     np.save(tmp_path / "a_latent.npy", a.numpy())
     np.save(tmp_path / "b_latent.npy", b.numpy())
-    result = edit("--mix", tmp_path / "a_latent.npy", tmp_path / "b_latent.npy", "-n",
-                  golden_dir("generators", f"{name}.pkl"), "--layers", "2-4", "-o", tmp_path / "mix", "--json")
+    result = sgtool("mix", tmp_path / "a_latent.npy", tmp_path / "b_latent.npy", "-n",
+                    golden_dir("generators", f"{name}.pkl"), "--layers", "2-4", "-o", tmp_path / "mix", "--json")
     assert result.exit_code == 0, result.output
     mixed = np.load(tmp_path / "mix" / "a_mix_b.npy")
     expected = a.numpy().copy()
     expected[2:5] = b.numpy()[2:5]
     assert np.array_equal(mixed, expected)
-    result = edit("--mix", "--mix-rows", "0-2", "--mix-cols", "7-8", "-n", golden_dir("generators", f"{name}.pkl"),
-                  "--layers", "0-3", "-o", tmp_path / "seeds", "--json")
+    result = sgtool("mix", "--rows", "0-2", "--cols", "7-8", "-n", golden_dir("generators", f"{name}.pkl"),
+                    "--layers", "0-3", "-o", tmp_path / "seeds", "--json")
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "seeds" / "mix_grid.png")).shape[:2] == (4 * size, 3 * size)
-    result = edit("--mix", tmp_path / "a_latent.npy", tmp_path / "b_latent.npy", "-n",
-                  golden_dir("generators", f"{name}.pkl"), "-o", tmp_path / "x")
-    assert result.exit_code == 2 and "--mix needs --layers" in result.output
+    result = sgtool("mix", tmp_path / "a_latent.npy", tmp_path / "b_latent.npy", "-n",
+                    golden_dir("generators", f"{name}.pkl"), "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "give --layers" in result.output

@@ -154,7 +154,7 @@ def test_a_trained_checkpoint_inverts_like_the_reference_architecture(tmp_path):
     from sgtool.models.encoders import BackboneEncoder
     from sgtool.models.encoders.inverter import face_pool
     from sgtool.pipelines.invert import load_encoder
-    from sgtool.pipelines.render import synthesize
+    from sgtool.pipelines.shared.render import synthesize
 
     run = tmp_path / "run"
     train("-n", SG3, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 2, "--batch-size", 2,

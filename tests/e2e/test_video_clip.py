@@ -10,7 +10,7 @@ from support.clips import make_clip, render_frame
 
 
 def test_clip_round_trip(tmp_path):
-    from sgtool.pipelines.video_io import audio_streams, count_frames, decode_frames, probe
+    from sgtool.pipelines.shared.video_io import audio_streams, count_frames, decode_frames, probe
 
     clip = make_clip(tmp_path, frames=6, size=96, fps=Fraction(30000, 1001))
     info = probe(clip.path)

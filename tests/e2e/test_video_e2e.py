@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from support.golden import golden_dir, small_stylegan3_w512
 from sgtool.cli import app
-from sgtool.pipelines.smoothing import jitter
-from sgtool.pipelines.video_io import VideoWriter, audio_streams, count_frames, decode_frames, probe
+from sgtool.pipelines.shared.smoothing import jitter
+from sgtool.pipelines.shared.video_io import VideoWriter, audio_streams, count_frames, decode_frames, probe
 
 FRAMES = 6
 

@@ -57,7 +57,7 @@ def make_clip(folder: Path, frames: int = 14, size: int = 160, fps: Fraction = F
               jitter_px: float = 2.5, seed: int = 0, audio: bool = True, name: str = "clip.mp4") -> Clip:
     import skimage.data
 
-    from sgtool.pipelines.video_io import VideoWriter, ffmpeg_exe
+    from sgtool.pipelines.shared.video_io import VideoWriter, ffmpeg_exe
 
     folder = Path(folder)
     photo = skimage.data.astronaut()

@@ -15,8 +15,8 @@ from support.golden import golden_dir
 from sgtool.errors import SgtoolError
 from sgtool.geometry import make_transform
 from sgtool.pipelines import align as A
-from sgtool.pipelines.faces import FaceFinder, pyramid_tiles
-from sgtool.pipelines.images import read_image
+from sgtool.pipelines.align.faces import FaceFinder, pyramid_tiles
+from sgtool.pipelines.shared.images import read_image
 
 SIZE = 256
 

@@ -11,7 +11,7 @@ import torch
 from sgtool.editing import clip_text, styleclip, stylespace
 from sgtool.errors import SgtoolError
 from sgtool.models import load_generator
-from sgtool.pipelines.clip_directions import (BuildOptions, build_clip_directions, channel_features,
+from sgtool.pipelines.directions.styleclip import (BuildOptions, build_clip_directions, channel_features,
                                               delta_rows, direction_channels)
 from sgtool.progress import Reporter
 from support.clip_models import TINY_CLIP, random_clip

@@ -28,10 +28,12 @@ from sgtool.editing import (
 )
 from sgtool.editing.sefa import sefa_layers
 from sgtool.errors import SgtoolError
-from sgtool.models import load_generator
+from sgtool.models import builtin_model_warning, load_generator
 from sgtool.pipelines.edit import (EditOptions, EditPlan, EditSettings, plan_edit, prepare_edits,
                                   random_weights_warning, run_edit)
-from sgtool.pipelines.render import render
+from sgtool.pipelines.mix import plan_mix
+from sgtool.pipelines.shared.render import render
+from sgtool.settings import BoundarySettings, MixSettings, SefaSettings
 from sgtool.utils.batch import Shard
 
 _CACHE: dict = {}
@@ -284,10 +286,9 @@ def test_plan_checks_usage_before_anything_loads(tmp_path):
     latent = str(tmp_path / "a_latent.npy")
     plan = plan_edit([latent], EditSettings(edits=["age=+1"]))
     assert plan.task == "edit" and plan.latents == [tmp_path / "a_latent.npy"] and plan.transforms is None
-    assert plan_edit([], EditSettings(discover="sefa")).task == "sefa"
     for latents, settings, shard, message in (
             ([latent], EditSettings(sweep="age=-1:1:3"), Shard(1, 2), "run sweeps without --shard"),
-            ([], EditSettings(discover="sefa"), Shard(1, 2), "run --discover without it"),
+            ([latent], EditSettings(), None, "nothing to do.*`sgtool mix`.*`sgtool directions`"),
             ([], EditSettings(edits=["age=+1"]), None, "give the latent files to edit"),
             ([str(tmp_path)], EditSettings(edits=["age=+1"]), None, "is a directory"),
             ([latent], EditSettings(edits=["age=+1"], transforms=tmp_path / "none.json"), None,
@@ -300,9 +301,27 @@ def test_plan_checks_usage_before_anything_loads(tmp_path):
 
 def test_the_command_warns_about_random_weight_test_generators(tmp_path):
     assert "TEST model: edits will not mean anything" in random_weights_warning(EditPlan("edit", EditSettings()))
-    assert "the directions found" in random_weights_warning(plan_edit([], EditSettings(discover="sefa")))
-    assert random_weights_warning(plan_edit([], EditSettings(discover="sefa", network=str(tmp_path / "G.pkl")))) is None
-    assert random_weights_warning(plan_edit([], EditSettings(train_boundary=tmp_path / "s.csv"))) is None
+    assert random_weights_warning(EditPlan("edit", EditSettings(network=str(tmp_path / "G.pkl")))) is None
+    assert "the directions found" in builtin_model_warning("tiny-stylegan2", "the directions found")
+    assert builtin_model_warning(tmp_path / "G.pkl", "the directions found") is None
+
+
+def test_mix_and_direction_plans_check_usage_before_anything_loads(tmp_path):
+    np.save(tmp_path / "a_latent.npy", np.zeros((4, 8), np.float32))
+    latent = str(tmp_path / "a_latent.npy")
+    assert plan_mix([], MixSettings(network="G.pkl", layers=[0], rows="0-1", cols="2")).latents == []
+    for latents, settings, message in (
+            ([latent, latent], MixSettings(layers=[0]), "give --network"),
+            ([latent, latent], MixSettings(network="G.pkl"), "give --layers"),
+            ([], MixSettings(network="G.pkl", layers=[0], rows="0-1"), "needs both --rows and --cols"),
+            ([latent], MixSettings(network="G.pkl", layers=[0], rows="0", cols="1"), "not both"),
+            ([latent], MixSettings(network="G.pkl", layers=[0]), "give two latent files")):
+        with pytest.raises(SgtoolError, match=message):
+            plan_mix(latents, settings)
+    # Old keys of the settings that moved out of `sgtool edit` still load.
+    assert MixSettings(mix_rows="0-2", preview_trunc=0.5).rows == "0-2"
+    assert SefaSettings(sefa_preview="-2:2:3").preview == (-2.0, 2.0, 3)
+    assert BoundarySettings(boundary_ratio=0.3, boundary_name="x").ratio == 0.3
 
 
 def test_python_run_of_a_dict_file_names_entries_and_records_their_failures(golden, tmp_path):

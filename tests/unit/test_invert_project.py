@@ -12,7 +12,7 @@ from sgtool.losses import load_lpips
 from sgtool.metrics import psnr
 from sgtool.models import load_generator
 from sgtool.pipelines.invert import invert_target, render
-from sgtool.pipelines.project import project, w_statistics
+from sgtool.pipelines.invert.project import project, w_statistics
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from sgtool.errors import SgtoolError
 from sgtool.settings import (COMMAND_SETTINGS, EditSettings, GenerateSettings, TuneSettings, VideoSettings,
                              defaults_yaml, load_settings)
 from sgtool.settings import base
-from sgtool.settings.base import Cli, field_for_key, key_of, metadata_of, read_config_file, section_model
+from sgtool.settings.base import Cli, config_path, field_for_key, key_of, metadata_of, read_config_file, section_model
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = sorted(COMMAND_SETTINGS)
@@ -36,7 +36,7 @@ def test_top_level_configs_is_the_package_data():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_configs_yaml_holds_the_models_generated_defaults(command):
     model = COMMAND_SETTINGS[command]
-    path = ROOT / "configs" / f"{command}.yaml"
+    path = ROOT / "configs" / config_path(command).name
     assert path.is_file(), f"{path} does not resolve"
     assert read_config_file(path) == model().model_dump(mode="json", by_alias=True)
     # The text too (comments are the fields' help), all but the title line; `python -m sgtool.settings` writes it.
@@ -54,7 +54,7 @@ def _yaml_keys_are_fields(model, data: dict, where: str) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_yaml_key_is_a_field(command):
-    _yaml_keys_are_fields(COMMAND_SETTINGS[command], read_config_file(ROOT / "configs" / f"{command}.yaml"),
+    _yaml_keys_are_fields(COMMAND_SETTINGS[command], read_config_file(ROOT / "configs" / config_path(command).name),
                           command)
 
 
@@ -79,7 +79,9 @@ def _declared_flags(model) -> dict[str, str]:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_cli_options_and_settings_fields_agree(command):
     declared = _declared_flags(COMMAND_SETTINGS[command])
-    click_command = typer.main.get_command(app).commands[command]
+    click_command = typer.main.get_command(app)
+    for word in command.split():  # `directions sefa`: a command of a group
+        click_command = click_command.commands[word]
     offered = {flag for param in click_command.params if param.param_type_name == "option"
                for flag in param.opts + param.secondary_opts}
     assert not set(declared) - offered, f"settings without their option: {sorted(set(declared) - offered)}"

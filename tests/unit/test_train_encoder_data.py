@@ -6,7 +6,7 @@ import torch
 
 from support.golden import golden_dir
 from sgtool.models import load_generator
-from sgtool.pipelines.render import synthesize
+from sgtool.pipelines.shared.render import synthesize
 from sgtool.pipelines.train_encoder.data import render_targets
 from sgtool.pipelines.train_encoder.run import SYNTHETIC_TEST_OFFSET
 

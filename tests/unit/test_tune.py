@@ -18,18 +18,18 @@ from sgtool import kernels
 from sgtool.errors import SgtoolError
 from sgtool.losses import load_lpips
 from sgtool.models import load_generator
+from sgtool.pipelines.shared.memory import activation_checkpointing
 from sgtool.pipelines.tune import (
     CHECKPOINT_NAME,
     PivotalTuner,
     TuneSettings,
     TuneTarget,
-    activation_checkpointing,
     evaluate,
     tune_and_save,
     tunable_parameters,
     tune_paths,
 )
-from sgtool.pipelines.memory import layers_to_recompute, recomputable_bytes
+from sgtool.pipelines.shared.memory import layers_to_recompute, recomputable_bytes
 from sgtool.progress import Reporter
 from sgtool.utils.io import save_image
 
@@ -243,7 +243,7 @@ def test_checkpointing_picks_the_fewest_largest_layers():
 
 
 def test_auto_checkpointing_recomputes_only_where_memory_needs_it(golden_g, target, lpips_model, monkeypatch):
-    import sgtool.pipelines.pti as pti
+    import sgtool.pipelines.tune.pti as pti
 
     settings = TuneSettings(steps=2, **FAST)
     sizes = recomputable_bytes(golden_g, 1, False, "cpu")  # these tests run the reference ops
@@ -308,7 +308,7 @@ class CtrlCDuring(Reporter):
 
 def test_ctrl_c_finishes_the_step_keeps_a_checkpoint_and_the_same_command_resumes(foreign_images, tmp_path,
                                                                                    monkeypatch):
-    from sgtool.pipelines import invert
+    from sgtool.pipelines.invert import run as invert
 
     folder = tmp_path / "photos"
     for i, name in enumerate(("a", "b")):

@@ -13,8 +13,8 @@ import torch
 from sgtool import device as devices
 from sgtool import kernels
 from sgtool.models import load_generator
-from sgtool.pipelines.images import generator_target
-from sgtool.pipelines.pti import PivotalTuner, TuneTarget
+from sgtool.pipelines.shared.images import generator_target
+from sgtool.pipelines.tune.pti import PivotalTuner, TuneTarget
 from sgtool.settings import PtiOptions
 from support.golden import golden_dir
 
@@ -105,7 +105,7 @@ def test_350_bf16_steps_end_within_2_percent_of_float32(name):
 def projection(precision, steps=2):
     """The projection's steps alone (invert_target's final render after them is float32 on purpose)."""
     from sgtool.losses import load_lpips
-    from sgtool.pipelines.project import project
+    from sgtool.pipelines.invert.project import project
     from sgtool.settings import Projector
 
     G = load_generator(golden_dir("generators", "sg3t_64.pkl"))

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from sgtool.errors import SgtoolError
 from sgtool.pipelines.align import crop_from_quad
-from sgtool.pipelines.paste import MaskSettings, head_mask, paste
-from sgtool.pipelines.smoothing import Smoothing, jitter, smooth, smooth_into
+from sgtool.pipelines.edit.paste import MaskSettings, head_mask, paste
+from sgtool.pipelines.shared.smoothing import Smoothing, jitter, smooth, smooth_into
 from sgtool.pipelines.video import (
     FaceTracker,
     fill_missing,
@@ -21,7 +21,7 @@ from sgtool.pipelines.video import (
     quad_local,
     quad_params,
 )
-from sgtool.pipelines.video_io import VideoWriter, audio_streams, count_frames, decode_frames, mux_audio, probe
+from sgtool.pipelines.shared.video_io import VideoWriter, audio_streams, count_frames, decode_frames, mux_audio, probe
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def _photo(size=160):
 
 
 def _landmarks(frame):
-    from sgtool.pipelines.faces import default_finder
+    from sgtool.pipelines.align.faces import default_finder
 
     return default_finder().find(frame)[0].landmarks
 
@@ -249,7 +249,7 @@ def test_unreadable_inputs_are_clear_errors(tmp_path):
 
 
 def test_selfie_segmentation_widens_the_mask_near_the_head_only():
-    from sgtool.pipelines.paste import SelfieSegmenter
+    from sgtool.pipelines.edit.paste import SelfieSegmenter
 
     frame = _photo()
     landmarks = _landmarks(frame)

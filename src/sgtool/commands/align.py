@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.align import SUMMARY_FILE, align_batch
+from ..pipelines.align.run import SUMMARY_FILE, align_batch
 from ..settings import AlignSettings
 from ..utils.batch import parse_shard, shard_file_name
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints

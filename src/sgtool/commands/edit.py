@@ -1,4 +1,4 @@
-"""`sgtool edit`: semantic edits of inverted latents, sweeps, SeFa discovery and boundary training."""
+"""`sgtool edit`: apply edits (InterFaceGAN directions, StyleSpace channels, StyleCLIP text) to latents or photos."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..pipelines.edit import EditPlan, plan_edit, random_weights_warning, run_edit
+from ..pipelines.edit.run import EditPlan, plan_edit, random_weights_warning, run_edit
 from ..settings import EditSettings
 from ..utils.batch import parse_shard, shard_file_name
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
@@ -21,13 +21,13 @@ def edit(settings: EditSettings, run: Run,
                   "globs; or the folder of an earlier photo run.",
              show_default=False)] = None,
          shard: ShardOpt = None):
-    """Edit inverted latents or whole photos (InterFaceGAN directions, StyleSpace channels, StyleCLIP text
-    edits), sweep strengths, mix styles, discover SeFa directions, build StyleCLIP directions or train a
-    boundary."""
+    """Apply edits to latents or whole photos: InterFaceGAN directions, StyleSpace channels, StyleCLIP text.
+
+    Sweeps of strengths make grids and animations. Style mixing is `sgtool mix`; finding new directions is
+    `sgtool directions`.
+    """
     plan = plan_edit(latents or [], settings, parse_shard(shard), run.given)
-    banner = random_weights_warning(plan)
-    if banner:
-        run.say(f"[yellow]{banner}[/]")
+    run.warn(random_weights_warning(plan))
     with progress_bars(run.json) as bars:
         summary = run_edit(plan, RichReporter(bars))
     finish_batch(run, summary, _message(plan, summary))
@@ -35,30 +35,52 @@ def edit(settings: EditSettings, run: Run,
 
 def _message(plan: EditPlan, summary: dict) -> str:
     out = Path(plan.settings.outdir)
-    if plan.task == "boundary":
-        return (f"held-out accuracy {_percent(summary['val_accuracy'])} ({2 * summary['val_per_class']} samples; "
-                f"in-between samples {_percent(summary['remaining_accuracy'])}); wrote {summary['boundary']}")
-    if plan.task == "clip-directions":
-        if summary["status"] == "interrupted":
-            return (f"stopped after {summary['channels_done']} of {summary['channels']} channels; run the same "
-                    f"command again to resume from {summary['partial']}")
-        done = "already built" if summary["status"] == "skipped" else "wrote"
-        return (f"{done} {summary['delta_i_c']} and {summary['s_stats']}; use them with --text PROMPT "
-                f"--directions {out}")
-    if plan.task == "mix":
-        return f"wrote {summary['outputs']['grid']} ({len(summary['rows'])} x {len(summary['cols'])} mixes)"
-    if plan.task == "photo":
-        counts = summary["counts"]
-        return (f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in "
-                f"{out / shard_file_name('edits.json', plan.shard)})")
-    if plan.task == "sefa":
-        return (f"wrote {len(summary['directions'])} SeFa directions to {out}/ (sefa_00.npy is the strongest; "
-                f"preview {summary['preview']}); use one with --direction NAME=FILE")
     counts = summary["counts"]
+    record = out / shard_file_name("edits.json", plan.shard)
+    if plan.task == "photo":
+        return f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in {record})"
     grid = f", grid {summary['grid']}" if summary["grid"] else ""
-    return (f"edited {counts['ok']} latent file(s) into {out}/ ({counts['failed']} failed{grid}; record in "
-            f"{out / shard_file_name('edits.json', plan.shard)})")
+    return f"edited {counts['ok']} latent file(s) into {out}/ ({counts['failed']} failed{grid}; record in {record})"
 
 
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+# Tasks `sgtool edit` used to do, now commands of their own: flag -> (new command words, takes a value, the value
+# becomes an argument, edit options the new command lacks and ignored before). Kept for one release.
+MOVED_TASKS = {
+    "--mix": (("mix",), False, False, ()),
+    "--discover": (("directions", "sefa"), True, False, ()),
+    "--train-boundary": (("directions", "boundary"), True, True, ("--device", "--kernels")),
+    "--build-clip-directions": (("directions", "styleclip"), False, False, ()),
+}
+
+
+def moved_task(args: list[str]) -> tuple[list[str], str] | None:
+    """`edit` arguments that spell a moved task -> (the new command's arguments, the pointer line); None when
+    they do not."""
+    for position, arg in enumerate(args):
+        flag, _, inline = arg.partition("=")
+        if flag not in MOVED_TASKS:
+            continue
+        words, takes_value, value_is_argument, dropped = MOVED_TASKS[flag]
+        rest = args[:position] + args[position + 1:]
+        value = inline
+        if takes_value and not inline and position < len(args) - 1:
+            value = rest.pop(position)
+        if value_is_argument:
+            rest = [value, *rest]
+        rest = _without_options(rest, dropped)
+        new = " ".join(words)
+        return [*words, *rest], (f"`sgtool edit {flag}` is now `sgtool {new}` (the old spelling goes in the next "
+                                 "release)")
+    return None
+
+
+def _without_options(args: list[str], options: tuple[str, ...]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif arg.partition("=")[0] not in options:
+            kept.append(arg)
+    return kept

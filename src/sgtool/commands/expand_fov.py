@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.expand_fov import run_expand_fov
+from ..pipelines.fov.run import run_expand_fov
 from ..settings import ExpandFovSettings
 from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
@@ -19,8 +19,7 @@ def expand_fov(settings: ExpandFovSettings, run: Run,
                inputs: Annotated[list[str], typer.Argument(help="NAME_latent.npy files or latents.npy dicts, photos "
                                                                 "(inverted first) or one video.")],
                shard: ShardOpt = None):
-    """Render a StyleGAN3 latent, an inverted photo or every frame of a clip on a wider canvas, with optional
-    edits."""
+    """Render a StyleGAN3 latent, an inverted photo or a clip's every frame on a wider canvas, edits optional."""
     with progress_bars(run.json) as bars:
         summary = run_expand_fov(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
     out = Path(settings.outdir)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..pipelines.invert import invert_batch
+from ..pipelines.invert.run import invert_batch
 from ..settings import InvertSettings
 from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, console, finish_batch, progress_bars, resolve_checkpoints

@@ -44,6 +44,11 @@ class Run:
         if not self.json:
             console.print(message, highlight=False, soft_wrap=True)
 
+    def warn(self, message: str | None) -> None:
+        """A warning line, when there is one (e.g. `builtin_model_warning`'s)."""
+        if message:
+            self.say(f"[yellow]{message}[/]")
+
 
 @dataclass
 class _Generated:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.tune import tune_paths
+from ..pipelines.tune.run import tune_paths
 from ..settings import TuneSettings
 from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints

@@ -18,6 +18,7 @@ import torch
 from ..errors import SgtoolError
 from ..hub.cache import sgtool_home
 from ..latents import load_npy
+from ..utils.yaml_files import read_config_file
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
@@ -122,8 +123,6 @@ DIRECTION_SETS_FILE = Path(__file__).resolve().parents[1] / "configs" / "directi
 
 def load_direction_sets(path=DIRECTION_SETS_FILE) -> dict:
     """The registry file: set name -> {"source": text, "files": {name: file}, "hub": {name: registry name}}."""
-    from ..settings.base import read_config_file
-
     sets = read_config_file(path, "directions registry")
     for name, entry in sets.items():
         if (not isinstance(entry, dict) or set(entry) - {"source", "files", "hub"}

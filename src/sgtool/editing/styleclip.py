@@ -115,7 +115,7 @@ def check_s_stats(stats: StyleStatistics, generator, source: str) -> None:
         differ = [f"{e[0]}:{e[1]} here, {f[0]}:{f[1]} there" for e, f in zip(expected, found) if e != f]
         detail = differ[0] if differ else f"{len(expected)} layers here, {len(found)} there"
         raise SgtoolError(f"{source} was made for another generator ({detail}); use the direction files made for "
-                          "this network or build them with --build-clip-directions")
+                          "this network or build them with `sgtool directions styleclip`")
 
 
 def direction_layers(s_std: Mapping[str, object], rows: int) -> list[str]:
@@ -238,7 +238,7 @@ def files_in(folder, kind: str) -> DirectionFiles:
                  None)
     found = f"; it holds {' + '.join(FILE_NAMES[other])}, which are for {other}" if other else ""
     raise SgtoolError(f"--directions {folder} needs {' + '.join(wanted)} for this {kind} generator{found}; "
-                      "build them with --build-clip-directions -o DIR")
+                      "build them with `sgtool directions styleclip -n GENERATOR -o DIR`")
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ def direction_files(generator, hint: str = "", folder=None) -> DirectionFiles:
     if known is None:
         raise SgtoolError("no published StyleCLIP directions for this generator (known: StyleGAN3-R FFHQ/FFHQ-U "
                           "1024, AFHQ 512, StyleGAN3-T landscapes 256, StyleGAN2 FFHQ 1024); build them with "
-                          "--build-clip-directions -o DIR and pass --directions DIR")
+                          "`sgtool directions styleclip -n GENERATOR -o DIR` and pass --directions DIR")
     from ..hub import resolve_checkpoint
 
     return DirectionFiles(resolve_checkpoint(known.delta_i_c, kind="styleclip"),

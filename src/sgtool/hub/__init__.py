@@ -31,7 +31,8 @@ from .cache import (
     write_record,
 )
 from .download import DownloadError, HtmlPageError, IntegrityError, fetch_to_part
-from .registry import KINDS, ModelEntry, find_entry, get_entry, load_registry, registry_path
+from .registry import (BUILTIN_GENERATOR_NAMES, KINDS, ModelEntry, find_entry, get_entry, load_registry,
+                       registry_path)
 
 OFFLINE_ENV = "SGTOOL_OFFLINE"
 LOCK_TIMEOUT_S = 6 * 3600.0  # another process may be fetching a multi-GB file on a slow link
@@ -79,8 +80,6 @@ def resolve_reference(ref, kind: str | None = None) -> str:
 
     The one place names are resolved; commands call it for every checkpoint setting before any work.
     """
-    from ..models.builtin import BUILTIN_GENERATORS
-
     text = str(ref).strip()
     if not text:
         raise SgtoolError(f"the {kind or 'checkpoint'} name is empty; give a file, a registry name "
@@ -88,11 +87,11 @@ def resolve_reference(ref, kind: str | None = None) -> str:
     path = Path(text).expanduser()
     if path.exists():
         return str(path)
-    if kind in (None, "generator") and text in BUILTIN_GENERATORS:
+    if kind in (None, "generator") and text in BUILTIN_GENERATOR_NAMES:
         return text
     entry = find_entry(text) or entry_for_url(text)
     if entry is None:
-        builtins = f", or a built-in test model ({', '.join(BUILTIN_GENERATORS)})" if kind in (None, "generator") \
+        builtins = f", or a built-in test model ({', '.join(BUILTIN_GENERATOR_NAMES)})" if kind in (None, "generator") \
             else ""
         raise CheckpointError(f"{text} does not exist and is not a model registry name; give a checkpoint file, a "
                               f"registry name (`sgtool models list{f' --kind {kind}' if kind else ''}`){builtins}")

@@ -15,6 +15,8 @@ from ..errors import SgtoolError
 KINDS = ("generator", "encoder", "direction", "backbone", "clip", "styleclip")
 REGISTRY_ENV = "SGTOOL_MODELS_REGISTRY"
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "configs" / "models.yaml"
+# The random-weight generators `sgtool.models.builtin` makes from a seed: names that are never downloaded.
+BUILTIN_GENERATOR_NAMES = ("tiny-stylegan3-t", "tiny-stylegan3-r", "tiny-stylegan2")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*")

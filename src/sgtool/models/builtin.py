@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..hub.registry import BUILTIN_GENERATOR_NAMES
 from .factory import build_generator
 
 _TINY = dict(z_dim=32, w_dim=32, c_dim=0, img_resolution=64, img_channels=3, mapping_kwargs={"num_layers": 2})
@@ -18,6 +19,15 @@ BUILTIN_GENERATORS = {
                                            use_radial_filters=True)),
     "tiny-stylegan2": ("stylegan2", dict(_TINY, channel_base=1024, channel_max=32)),
 }
+assert tuple(BUILTIN_GENERATORS) == BUILTIN_GENERATOR_NAMES  # the hub resolves these names to themselves
+
+
+def builtin_model_warning(network, what: str) -> str | None:
+    """The warning to show when `network` names a built-in random-weight test model (None otherwise)."""
+    if str(network) not in BUILTIN_GENERATORS:
+        return None
+    return (f"{network} is a built-in random-weight TEST model: {what} will not mean anything. Pass --network "
+            "with the generator your latents came from.")
 
 
 def build_builtin(name: str, seed: int = 0):

@@ -24,7 +24,7 @@ from ..settings import GenerateSettings
 from ..settings.commands import SEED_LIMIT
 from ..utils.io import image_grid, save_image, save_npy, to_uint8, write_json
 from ..utils.parsing import seed_ranges
-from .render import device_of, render
+from .shared.render import device_of, render
 
 GRID_COLUMNS = 8
 RECORD_LIMIT = 10_000  # images listed one by one in generate.json

@@ -2,14 +2,14 @@
 
 import sys
 
-from .base import CONFIG_DIR, defaults_yaml
-from .commands import COMMAND_SETTINGS
+from . import COMMAND_SETTINGS
+from .base import config_path, defaults_yaml
 
 
 def main(check: bool) -> int:
     stale = []
     for command, model in COMMAND_SETTINGS.items():
-        path = CONFIG_DIR / f"{command}.yaml"
+        path = config_path(command)
         text = defaults_yaml(model, f"Defaults of `sgtool {command}`.")
         if check:
             if not path.is_file() or path.read_text() != text:

@@ -23,8 +23,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import SgtoolError
+from ..utils.yaml_files import YamlLoader, read_config_file
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_path(command: str) -> Path:
+    """The shipped defaults of a command as typed (`directions sefa` -> configs/directions-sefa.yaml)."""
+    return CONFIG_DIR / f"{command.replace(' ', '-')}.yaml"
 
 
 @dataclass(frozen=True)
@@ -175,40 +181,6 @@ def choices_of(annotation) -> list[str] | None:
 # Reading values
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML without 1.1's base-60 numbers: `-2:2:3` (a START:STOP:COUNT range) stays text, not -7323."""
-
-    def resolve(self, kind, value, implicit):
-        tag = super().resolve(kind, value, implicit)
-        if kind is yaml.ScalarNode and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in value:
-            return "tag:yaml.org,2002:str"
-        return tag
-
-
-def read_config_file(path: str | Path, what: str = "config file") -> dict:
-    """A YAML mapping from `path`; every way of being unreadable is one line."""
-    path = Path(path)
-    if path.is_dir():
-        raise SgtoolError(f"{what} {path} is a directory; give a YAML file (e.g. a copy of configs/<command>.yaml)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SgtoolError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise SgtoolError(f"{what} {path} is not a text file; give a YAML file of key: value lines") from None
-    except OSError as exc:
-        raise SgtoolError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise SgtoolError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SgtoolError(f"{what} {path} must hold a mapping of keys to values, not a {type(data).__name__}")
-    return data
-
-
 def parse_set(item: str) -> tuple[list[str], Any]:
     """`a.b=value` -> (["a", "b"], value read as YAML: numbers, booleans, lists, null)."""
     key, sep, raw = str(item).partition("=")
@@ -216,7 +188,7 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     if not sep or not all(keys):
         raise SgtoolError(f"--set expects key=value (e.g. --set trunc=0.5 or --set tune.lr=1e-4), got {item!r}")
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+        value = yaml.load(raw, Loader=YamlLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return keys, value
@@ -282,14 +254,15 @@ def describe_validation_error(exc: ValidationError, command: str, layers: _Layer
     loc = [str(part) for part in error.get("loc", ()) if not str(part).startswith("function-")]
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
     if not loc:  # a check across several settings: its message names them
-        return f"{message}; see `sgtool {command} --help` or configs/{command}.yaml"
+        return f"{message}; see `sgtool {command} --help` or configs/{config_path(command).name}"
     key = ".".join(loc)
     value = error.get("input")
     source = layers.source_of(loc) if layers is not None else None
     shown = "" if isinstance(value, dict) or value is None and "missing" in error.get("type", "") \
         else f" = {value!r}"
     origin = f" (from {source})" if source else ""
-    return f"setting {key}{shown}{origin}: {message}; see `sgtool {command} --help` or configs/{command}.yaml"
+    return (f"setting {key}{shown}{origin}: {message}; see `sgtool {command} --help` or "
+            f"configs/{config_path(command).name}")
 
 
 def load_settings(model: type[Settings], command: str | None = None, config_file: str | Path | None = None,
@@ -298,7 +271,7 @@ def load_settings(model: type[Settings], command: str | None = None, config_file
     layers = _Layers(model)
     layers.add(model().model_dump(mode="json", by_alias=True), "the defaults")  # whole sections, not just set keys
     if command is not None:
-        shipped = CONFIG_DIR / f"{command}.yaml"
+        shipped = config_path(command)
         if shipped.is_file():
             layers.add(read_config_file(shipped, "default config"), str(shipped))
     if config_file is not None:

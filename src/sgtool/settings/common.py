@@ -129,7 +129,7 @@ class Projector(Settings):
         "(CPUs with AMX, bf16 GPUs), silently")
 
     def options(self, hybrid: bool = False) -> dict:
-        """Keyword arguments for `pipelines.project.project`."""
+        """Keyword arguments for `pipelines.invert.project.project`."""
         recipe = {"nvidia": {"initial_learning_rate": 0.1, "w_avg_samples": 10_000},
                   "pti": {"initial_learning_rate": 0.01, "w_avg_samples": 600}}[self.recipe]
         if hybrid:  # starts next to the answer: smaller steps and no noise that would throw it away
@@ -218,7 +218,16 @@ def _once_each(values: list[str]) -> list[str]:
     return values
 
 
-class EditOptions(Settings):
+class ClipModelOptions(Settings):
+    """The CLIP model behind text edits and the directions built for them."""
+
+    clip: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
+        "ViT-B-32", description="CLIP architecture: an open_clip model name or a .json model config")
+    clip_weights: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
+        "clip-vit-b-32-openai", description="CLIP weights: a file (.safetensors, .pt) or registry name")
+
+
+class EditOptions(ClipModelOptions):
     """Which edits to apply: shared by edit, video and expand-fov (`pipelines.edit.prepare_edits` resolves them)."""
 
     edits: Annotated[list[str], BeforeValidator(one_or_many), AfterValidator(checked_by(_parse_edit)),
@@ -250,10 +259,6 @@ class EditOptions(Settings):
     clip_directions: Annotated[Path | None, Cli("--directions", metavar="DIR")] = Field(
         None, description="folder of the StyleCLIP pair for this generator (delta_i_c.npy + s_stats, or StyleGAN2's "
         "fs3.npy + S_mean_std; null: the published pair of a known generator)")
-    clip: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
-        "ViT-B-32", description="CLIP architecture: an open_clip model name or a .json model config")
-    clip_weights: Annotated[str, Cli(), AfterValidator(_not_blank)] = Field(
-        "clip-vit-b-32-openai", description="CLIP weights: a file (.safetensors, .pt) or registry name")
     templates: Annotated[str, AfterValidator(_not_blank)] = Field(
         "styleclip-templates", description="prompt templates (one per line with {}): a file or registry name")
 

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, DistributedSampler
 
 from ...errors import SgtoolError
-from ..render import synthesize
+from ..shared.render import synthesize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RETRIES = 10  # neighbours tried in place of a file that fails to decode during training

@@ -21,7 +21,7 @@ from ...models.encoders.inverter import encoder_size, fit_input
 from ...models.encoders.hyperstyle import build_hypernet, generator_layers, synthesize_with_deltas
 from ...models.encoders.sg2_encoders import Encoder4Editing, GradualStyleEncoder
 from ...settings import TrainEncoderSettings
-from ..render import synthesize
+from ..shared.render import synthesize
 
 ENCODER_TYPES = {  # (arch, backbone) -> the reference's encoder_type
     ("restyle-psp", "ir-se50"): "BackboneEncoder", ("restyle-psp", "resnet34"): "ResNetBackboneEncoder",

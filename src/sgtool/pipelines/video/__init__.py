@@ -10,14 +10,13 @@ stage cache in the output folder.
 
 Modules: clip (the run, `Stage`, `run_stages`), cache (the stage cache), tracking, quads (face quads
 over time), stages (the shared clip stages), edits (edit ramp), render / stitch / encode (the video's
-last stage), fov (expand-fov's last stage), run (`run_video`).
+last stage), run (`run_video`). expand-fov's last stage for clips is `pipelines.fov.video`.
 """
 
 from ...settings import ClipOptions, VideoSettings
-from ...settings.commands import VIDEO_OUTPUTS as OUTPUTS
+from ...settings.video import VIDEO_OUTPUTS as OUTPUTS
 from .clip import Clip, ClipModels, Stage, run_stages
 from .edits import ClipEdits, ramp_factors
-from .fov import expand_video
 from .quads import fill_missing, nearest_found, quad_from_params, quad_global, quad_local, quad_params
 from .render import render_stage
 from .run import run_video
@@ -26,7 +25,7 @@ from .tracking import FaceTracker, Track
 
 __all__ = [
     "ALIGN", "CLIP_STAGES", "INVERT", "NOT_KEYED", "OUTPUTS", "SMOOTH", "TRACK", "TUNE", "Alignment", "Clip",
-    "ClipEdits", "ClipModels", "ClipOptions", "FaceTracker", "Stage", "Track", "VideoSettings", "expand_video",
+    "ClipEdits", "ClipModels", "ClipOptions", "FaceTracker", "Stage", "Track", "VideoSettings",
     "fill_missing", "nearest_found", "quad_from_params", "quad_global", "quad_local", "quad_params", "ramp_factors",
     "render_stage", "run_stages", "run_video",
 ]

@@ -20,7 +20,7 @@ import torch
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import ClipOptions
-from ..video_io import VideoInfo, decode_frames, probe
+from ..shared.video_io import VideoInfo, decode_frames, probe
 from ...utils.io import digest, file_identity
 from .cache import CACHE_VERSION, StageCache, StageEntry
 
@@ -50,7 +50,7 @@ class ClipModels:
 
     def _load(self):
         if self._loaded is None:
-            from ..invert import load_models
+            from ..invert.run import load_models
 
             self._loaded = load_models(self.encoder, self.network, self.device)
         return self._loaded

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...settings import EditOptions
-from ..edit_texts import TextPrompts
+from ..edit.texts import TextPrompts
 
 
 def ramp_factors(frames: Sequence[int], seconds: float, fps: Fraction | float) -> np.ndarray:
@@ -27,7 +27,7 @@ class ClipEdits:
     def __init__(self, generator, options: EditOptions, ramp_seconds: float, fps: Fraction, hint: str,
                  prompts: TextPrompts | None = None):
         from ...editing.directions import generator_hint
-        from ..edit import prepare_edits
+        from ..edit.requests import prepare_edits
 
         wanted = options.edits or options.texts
         self.request = prepare_edits(generator, options, generator_hint(hint, generator), prompts) if wanted else None

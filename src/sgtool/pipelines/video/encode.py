@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..video_io import VideoWriter, mux_audio
+from ..shared.video_io import VideoWriter, mux_audio
 
 
 class ClipVideos:

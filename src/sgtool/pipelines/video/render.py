@@ -12,9 +12,9 @@ import torch
 from ...errors import SgtoolError
 from ...settings import VideoSettings
 from ...utils.io import to_uint8
-from ..images import read_image
-from ..paste import SelfieSegmenter, head_mask, paste
-from ..render import code_item, render
+from ..shared.images import read_image
+from ..edit.paste import SelfieSegmenter, head_mask, paste
+from ..shared.render import code_item, render
 from .clip import Clip, Stage
 from .edits import ClipEdits
 from .encode import ClipVideos

@@ -17,8 +17,8 @@ from ...device import resolve_device
 from ...progress import SILENT, Reporter
 from ...settings import VideoSettings
 from ...utils.io import write_json
-from ..edit_texts import encode_prompts
-from ..smoothing import jitter
+from ..edit.texts import encode_prompts
+from ..shared.smoothing import jitter
 from .cache import publish
 from .clip import Clip, ClipModels, run_stages
 from .edits import ClipEdits

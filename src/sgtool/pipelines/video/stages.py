@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ...utils.io import save_image, save_npy, write_json
-from ..align import crop_from_quad, crop_quad_from, quad_from_landmarks, transform_between, transform_parameters
-from ..images import encoder_input, generator_target, read_image
-from ..smoothing import smooth, smooth_into
+from ..align.run import crop_from_quad, crop_quad_from, quad_from_landmarks, transform_between, transform_parameters
+from ..shared.images import encoder_input, generator_target, read_image
+from ..shared.smoothing import smooth, smooth_into
 from ...utils.io import file_identity
 from .cache import StageEntry, save_npz, written_memmap
 from .clip import Clip, Stage
@@ -200,7 +200,7 @@ def tune_picks(frames: int, count: int) -> list[int]:
 
 def tune_clip(clip: Clip, entry: StageEntry, products: dict):
     """Joint PTI over `tune_frames` evenly spaced frames (their unaligned crops); returns the tuned generator."""
-    from ..tune import TuneTarget, tune_and_save
+    from ..tune.run import TuneTarget, tune_and_save
 
     alignment: Alignment = products["align"]
     latents = products["smooth"]

@@ -11,9 +11,9 @@ import torch
 
 from ...settings import Mask
 from ...utils.io import to_uint8
-from ..images import generator_target
-from ..paste import crop_to_source_matrix, head_mask
-from ..render import synthesize
+from ..shared.images import generator_target
+from ..edit.paste import crop_to_source_matrix, head_mask
+from ..shared.render import synthesize
 
 
 def head_mask_in_render(landmarks: np.ndarray, crop_quad: np.ndarray, resolution: int, mask: Mask) -> np.ndarray:
@@ -32,7 +32,7 @@ def stitch_frame(generator, code, inverse_transform: torch.Tensor, edited: torch
     one) should equal the
     original `crop` (uint8) where `inside` is 0 and the edited render `edited` ([3, R, R]) where it is 1.
     Returns (the stitched crop as uint8, its mean change from the plain edit)."""
-    from ..tune import tunable_parameters
+    from ..tune.pti import tunable_parameters
 
     device = next(generator.parameters()).device
     resolution = generator.img_resolution

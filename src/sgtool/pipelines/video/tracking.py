@@ -14,8 +14,8 @@ import numpy as np
 
 from ...errors import SgtoolError
 from ...utils.io import save_npy
-from ..align import key_points, quad_from_landmarks, quad_side
-from ..faces import box_iou
+from ..align.run import key_points, quad_from_landmarks, quad_side
+from ..align.faces import box_iou
 from .cache import StageEntry, save_npz
 
 MESH_POINTS = 478
@@ -95,7 +95,7 @@ def track_clip(clip, entry: StageEntry, products: dict) -> Track:
             done = {name: list(data[name]) for name in ARRAYS}
     resumed = len(done["found"])
     if clip.finder is None:
-        from ..faces import default_finder
+        from ..align.faces import default_finder
 
         clip.finder = default_finder()
     tracker = FaceTracker(clip.options.face_index, lost_after=int(round(2 * float(clip.fps))))

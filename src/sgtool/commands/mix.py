@@ -1,0 +1,29 @@
+"""`sgtool mix`: NVIDIA's style-mixing figure from latent files or seeds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..models import builtin_model_warning
+from ..pipelines.mix import plan_mix, run_mix
+from ..settings import MixSettings
+from .common import RichReporter, finish_batch, progress_bars, resolve_checkpoints
+from .options import Run, command
+
+
+@command(MixSettings, "mix", after_load=resolve_checkpoints)
+def mix(settings: MixSettings, run: Run,
+        latents: Annotated[Optional[list[str]], typer.Argument(
+            help="Latent files (A B: B's --layers over A; more: every pair), or none with --rows and --cols seeds.",
+            show_default=False)] = None):
+    """Style mixing: the --layers style inputs of the column codes over the row codes (NVIDIA's figure)."""
+    plan = plan_mix(latents or [], settings)
+    run.warn(builtin_model_warning(settings.network, "the mixes"))
+    with progress_bars(run.json) as bars:
+        summary = run_mix(plan, RichReporter(bars))
+    outputs = summary["outputs"]
+    single = f", {outputs['latent']} (edit it like any latent)" if "latent" in outputs else ""
+    finish_batch(run, summary, f"wrote {outputs['grid']} ({len(summary['rows'])} x {len(summary['cols'])} "
+                               f"mixes){single}")
