@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.align.run import SUMMARY_FILE, align_batch
 from ..settings import AlignSettings
-from ..utils.batch import parse_shard, shard_file_name
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
 
@@ -22,6 +20,9 @@ def align(settings: AlignSettings, run: Run,
 
     Exit code 1 when some input had no face or could not be read (the others are still written).
     """
+    from ..pipelines.align.run import SUMMARY_FILE, align_batch
+    from ..utils.batch import parse_shard, shard_file_name
+
     shard_spec = parse_shard(shard)
     with progress_bars(run.json) as bars:
         summary = align_batch(paths, settings, shard=shard_spec, reporter=RichReporter(bars))

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from ..hub import resolve_reference
-from ..pipelines.convert import convert_checkpoint
 from ..settings import ConvertSettings
-from ..utils.io import check_writable
 from .common import resolve_checkpoints
 from .options import Run, command
 
@@ -22,6 +20,9 @@ def convert(settings: ConvertSettings, run: Run,
                                                        "name or a built-in name.")],
             output: Annotated[Path, typer.Argument(help="File to write.")]):
     """Convert a generator checkpoint to another layout (pkl <-> rosinality pt <-> sgtool)."""
+    from ..pipelines.convert import convert_checkpoint
+    from ..utils.io import check_writable
+
     check_writable(output, "file", "OUTPUT")
     report, summary = convert_checkpoint(resolve_reference(source), output, settings)
     for note in report.notes:

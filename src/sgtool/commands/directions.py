@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import SgtoolError
-from ..models import builtin_model_warning
 from ..settings import BoundarySettings, SefaSettings, StyleclipDirectionsSettings
 from .common import RichReporter, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -35,6 +34,8 @@ def sefa(settings: SefaSettings, run: Run,
              help="A latent file whose code the preview edits (none: a seed's, `preview_seed`).",
              show_default=False)] = None):
     """Directions without labels, from the generator's style weights (SeFa, strongest first)."""
+    from ..models import builtin_model_warning
+
     from ..pipelines.directions.sefa import run_sefa
     from ..pipelines.shared.batch import LATENT_SUFFIXES, collect
 
@@ -71,6 +72,8 @@ def styleclip(settings: StyleclipDirectionsSettings, run: Run):
 
     S statistics and each S channel's CLIP image direction, as stylegan3-editing and StyleCLIP build them.
     """
+    from ..models import builtin_model_warning
+
     from ..pipelines.directions.styleclip import run_styleclip
 
     run.warn(builtin_model_warning(settings.network, "the directions built"))

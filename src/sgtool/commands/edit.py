@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..pipelines.edit.run import EditPlan, plan_edit, random_weights_warning, run_edit
 from ..settings import EditSettings
-from ..utils.batch import parse_shard, shard_file_name
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
+
+if TYPE_CHECKING:
+    from ..pipelines.edit.run import EditPlan
 
 
 @command(EditSettings, "edit", after_load=resolve_checkpoints)
@@ -26,6 +27,9 @@ def edit(settings: EditSettings, run: Run,
     Sweeps of strengths make grids and animations. Style mixing is `sgtool mix`; finding new directions is
     `sgtool directions`.
     """
+    from ..pipelines.edit.run import plan_edit, random_weights_warning, run_edit
+    from ..utils.batch import parse_shard
+
     plan = plan_edit(latents or [], settings, parse_shard(shard), run.given)
     run.warn(random_weights_warning(plan))
     with progress_bars(run.json) as bars:
@@ -34,6 +38,8 @@ def edit(settings: EditSettings, run: Run,
 
 
 def _message(plan: EditPlan, summary: dict) -> str:
+    from ..utils.batch import shard_file_name
+
     out = Path(plan.settings.outdir)
     counts = summary["counts"]
     record = out / shard_file_name("edits.json", plan.shard)

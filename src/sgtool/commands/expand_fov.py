@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.fov.run import run_expand_fov
 from ..settings import ExpandFovSettings
-from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
 
@@ -20,6 +18,9 @@ def expand_fov(settings: ExpandFovSettings, run: Run,
                                                                 "(inverted first) or one video.")],
                shard: ShardOpt = None):
     """Render a StyleGAN3 latent, an inverted photo or a clip's every frame on a wider canvas, edits optional."""
+    from ..pipelines.fov.run import run_expand_fov
+    from ..utils.batch import parse_shard
+
     with progress_bars(run.json) as bars:
         summary = run_expand_fov(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
     out = Path(settings.outdir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..pipelines.generate import generate_images
 from ..settings import GenerateSettings
 from .common import RichReporter, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -13,6 +12,8 @@ from .options import Run, command
 @command(GenerateSettings, "generate", after_load=resolve_checkpoints)
 def generate(settings: GenerateSettings, run: Run):
     """Render images from seeds with a StyleGAN3 or StyleGAN2 generator."""
+    from ..pipelines.generate import generate_images
+
     with progress_bars(run.json) as bars:
         summary = generate_images(settings, reporter=RichReporter(bars))
     out = Path(settings.outdir)

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from ..errors import SgtoolError
 from ..hub import resolve_reference
-from ..pipelines.info import describe_checkpoint, kernel_report
 from ..settings import InfoSettings
 from .common import RichReporter, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -22,6 +21,8 @@ def info(settings: InfoSettings, run: Run,
          checkpoint: Annotated[Optional[str], typer.Argument(
              help="Generator checkpoint (.pkl, .pt, .safetensors), registry name or built-in name.")] = None):
     """Describe a generator checkpoint, or (no checkpoint, --kernels B) the op kernels on this machine."""
+    from ..pipelines.info import describe_checkpoint, kernel_report
+
     if checkpoint is None:
         if "kernels" not in run.given:
             raise SgtoolError("sgtool info: give a checkpoint to describe, or --kernels auto|ref|jit for the "

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..pipelines.invert.run import invert_batch
 from ..settings import InvertSettings
-from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, console, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
 
@@ -20,6 +18,9 @@ def invert(settings: InvertSettings, run: Run,
            paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs).")],
            shard: ShardOpt = None):
     """Invert photos into W+ latents (ReStyle encoder, projection, or hybrid)."""
+    from ..pipelines.invert.run import invert_batch
+    from ..utils.batch import parse_shard
+
     with progress_bars(run.json) as bars:
         summary = invert_batch(paths, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
     if settings.metrics and summary["metrics"] and not run.json:

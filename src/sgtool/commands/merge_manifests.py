@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..utils.batch import merge_outdir
-from ..utils.io import check_writable
 from .common import console, reports_errors
 from .options import JsonOption, Run
 
@@ -24,6 +22,9 @@ def merge_manifests(
 
     Exit code 1 when shards are missing or items failed (the merged manifest is written anyway).
     """
+    from ..utils.batch import merge_outdir
+    from ..utils.io import check_writable
+
     run = Run(json=json_out)
     if output is not None:
         check_writable(output, "file", "--output")

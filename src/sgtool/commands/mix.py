@@ -6,8 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..models import builtin_model_warning
-from ..pipelines.mix import plan_mix, run_mix
 from ..settings import MixSettings
 from .common import RichReporter, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -19,6 +17,9 @@ def mix(settings: MixSettings, run: Run,
             help="Latent files (A B: B's --layers over A; more: every pair), or none with --rows and --cols seeds.",
             show_default=False)] = None):
     """Style mixing: the --layers style inputs of the column codes over the row codes (NVIDIA's figure)."""
+    from ..models import builtin_model_warning
+    from ..pipelines.mix import plan_mix, run_mix
+
     plan = plan_mix(latents or [], settings)
     run.warn(builtin_model_warning(settings.network, "the mixes"))
     with progress_bars(run.json) as bars:

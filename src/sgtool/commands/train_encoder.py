@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..pipelines.train_encoder import train_encoder as run_training
 from ..settings import TrainEncoderSettings
 from .common import RichReporter, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -16,6 +15,8 @@ def train_encoder(settings: TrainEncoderSettings, run: Run):
 
     After a stop: sgtool train-encoder --resume RUN. The result: sgtool invert --encoder RUN/best.pt
     """
+    from ..pipelines.train_encoder import train_encoder as run_training
+
     with progress_bars(run.json, transient=False) as bars:
         summary = run_training(settings, given=run.given, reporter=RichReporter(bars))
     best = f"best {summary['best_val_loss']:.4f}" if summary["best_val_loss"] is not None else "no validation"

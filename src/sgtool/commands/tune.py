@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.tune.run import tune_paths
 from ..settings import TuneSettings
-from ..utils.batch import parse_shard
 from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
 from .options import Run, command
 
@@ -23,6 +21,9 @@ def tune(settings: TuneSettings, run: Run,
     Without --latents each image is first projected into W with PTI's schedule (450 steps, lr 0.01, LPIPS only).
     NVIDIA's projector schedule instead: --set invert.projector.recipe=nvidia.
     """
+    from ..pipelines.tune.run import tune_paths
+    from ..utils.batch import parse_shard
+
     with progress_bars(run.json) as bars:
         summary = tune_paths(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
     if "items" in summary:  # a folder tuned image by image

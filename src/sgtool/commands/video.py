@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..pipelines.video import run_video
 from ..settings import VideoSettings
 from .common import RichReporter, progress_bars, resolve_checkpoints
 from .options import Run, command
@@ -17,6 +16,8 @@ from .options import Run, command
 def video(settings: VideoSettings, run: Run,
           clip: Annotated[Path, typer.Argument(help="Input video (anything ffmpeg reads).")]):
     """Invert, tune, edit and paste a face back into a video without jitter; the audio is kept."""
+    from ..pipelines.video import run_video
+
     with progress_bars(run.json) as bars:
         summary = run_video(clip, settings, reporter=RichReporter(bars))
     missing = summary["frames_without_face"]
