@@ -18,5 +18,8 @@ class Reporter:
     def warn(self, text: str) -> None:
         """Something the user should know that does not stop the work (a skipped file)."""
 
+    def note(self, text: str) -> None:
+        """A fact worth a line in the log (a run resuming from a checkpoint, a stage reused from its cache)."""
+
 
 SILENT = Reporter()

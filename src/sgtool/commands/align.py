@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import AlignSettings
-from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
+from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -24,8 +24,8 @@ def align(settings: AlignSettings, run: Run,
     from ..utils.batch import parse_shard, shard_file_name
 
     shard_spec = parse_shard(shard)
-    with progress_bars(run.json) as bars:
-        summary = align_batch(paths, settings, shard=shard_spec, reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = align_batch(paths, settings, shard=shard_spec, reporter=reporter)
     counts = summary["counts"]
     out = Path(settings.outdir)
     message = (f"aligned {len(summary['faces'])} face(s) from {counts['ok'] + counts['skipped']} of "

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
-from typing import Annotated, Any, Callable, Optional
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import SgtoolError
@@ -90,14 +95,101 @@ class RichReporter(Reporter):
             self.progress.remove_task(self.tasks.pop())
 
     def warn(self, text: str) -> None:
-        self.progress.console.print(f"[yellow]{text}[/]", highlight=False, soft_wrap=True)
+        self.progress.console.print(f"[yellow]{escape(text)}[/]", highlight=False, soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(escape(text), highlight=False, soft_wrap=True)
 
 
 def progress_bars(quiet: bool, transient: bool = True) -> Progress:
-    """The progress display of a command (hidden with --json)."""
+    """The progress bars of a command on a terminal (hidden with --json)."""
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     return Progress(*columns, console=console, transient=transient, disable=quiet)
+
+
+def progress_line_seconds() -> float:
+    """How often a log gets a progress line (SGTOOL_PROGRESS_SECONDS, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("SGTOOL_PROGRESS_SECONDS", "30")))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class _LineTask:
+    label: str
+    total: int | None
+    started: float
+    done: int = 0
+    info: str = ""
+
+
+class LineReporter(Reporter):
+    """Progress as plain lines on stderr, for logs and pipes (Slurm, `2> log`): a line at most every `interval`
+    seconds while work goes on (what runs, how far, how long until the end), so a run that ends sooner prints
+    none; warnings and notes at once."""
+
+    def __init__(self, quiet: bool = False, interval: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.quiet = quiet
+        self.interval = progress_line_seconds() if interval is None else interval
+        self.clock = clock
+        self.tasks: list[_LineTask] = []
+        self.last_line = clock()
+
+    def start(self, label: str, total: int | None = None) -> None:
+        self.tasks.append(_LineTask(label, total, self.clock()))
+
+    def advance(self, count: int = 1, info: str = "") -> None:
+        if not self.tasks:
+            return
+        task = self.tasks[-1]
+        task.done += count
+        task.info = info
+        now = self.clock()
+        if not self.quiet and now - self.last_line >= self.interval:
+            self.last_line = now
+            self._print(" > ".join(self._describe(t, now) for t in self.tasks))
+
+    def finish(self) -> None:
+        if self.tasks:
+            self.tasks.pop()
+
+    def warn(self, text: str) -> None:
+        self._print(text)
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    @staticmethod
+    def _describe(task: _LineTask, now: float) -> str:
+        elapsed = now - task.started
+        parts = [f"{task.label}: {task.done}" + (f"/{task.total} ({100 * task.done / task.total:.0f}%)"
+                                                 if task.total else ""), f"{_clock(elapsed)} elapsed"]
+        if task.total and 0 < task.done < task.total:
+            parts.append(f"about {_clock(elapsed * (task.total - task.done) / task.done)} left")
+        return ", ".join(parts) + (f" [{task.info}]" if task.info else "")
+
+    @staticmethod
+    def _print(text: str) -> None:
+        console.print(escape(f"{time.strftime('%H:%M:%S')} {text}"), highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+@contextlib.contextmanager
+def reporting(quiet: bool, transient: bool = True) -> Iterator[Reporter]:
+    """How a command shows progress: rich bars on a terminal, plain lines in a log or a pipe; no progress with
+    --json (warnings and notes still print)."""
+    if console.is_terminal:
+        with progress_bars(quiet, transient) as bars:
+            yield RichReporter(bars)
+    else:
+        yield LineReporter(quiet)
 
 
 def finish_batch(run, summary: dict, message: str) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import SgtoolError
 from ..settings import BoundarySettings, SefaSettings, StyleclipDirectionsSettings
-from .common import RichReporter, finish_batch, progress_bars, resolve_checkpoints
+from .common import finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 directions_app = typer.Typer(
@@ -77,8 +77,8 @@ def styleclip(settings: StyleclipDirectionsSettings, run: Run):
     from ..pipelines.directions.styleclip import run_styleclip
 
     run.warn(builtin_model_warning(settings.network, "the directions built"))
-    with progress_bars(run.json) as bars:
-        summary = run_styleclip(settings, RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = run_styleclip(settings, reporter)
     out = Path(settings.outdir)
     if summary["status"] == "interrupted":
         message = (f"stopped after {summary['channels_done']} of {summary['channels']} channels; run the same "

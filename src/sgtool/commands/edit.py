@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..settings import EditSettings
-from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
+from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ def edit(settings: EditSettings, run: Run,
 
     plan = plan_edit(latents or [], settings, parse_shard(shard), run.given)
     run.warn(random_weights_warning(plan))
-    with progress_bars(run.json) as bars:
-        summary = run_edit(plan, RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = run_edit(plan, reporter)
     finish_batch(run, summary, _message(plan, summary))
 
 

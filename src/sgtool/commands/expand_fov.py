@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import ExpandFovSettings
-from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
+from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -21,8 +21,8 @@ def expand_fov(settings: ExpandFovSettings, run: Run,
     from ..pipelines.fov.run import run_expand_fov
     from ..utils.batch import parse_shard
 
-    with progress_bars(run.json) as bars:
-        summary = run_expand_fov(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = run_expand_fov(inputs, settings, shard=parse_shard(shard), reporter=reporter)
     out = Path(settings.outdir)
     if "video" in summary:
         width, height = summary["size"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..settings import GenerateSettings
-from .common import RichReporter, progress_bars, resolve_checkpoints
+from .common import reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -14,7 +14,7 @@ def generate(settings: GenerateSettings, run: Run):
     """Render images from seeds with a StyleGAN3 or StyleGAN2 generator."""
     from ..pipelines.generate import generate_images
 
-    with progress_bars(run.json) as bars:
-        summary = generate_images(settings, reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = generate_images(settings, reporter=reporter)
     out = Path(settings.outdir)
     run.report(summary, f"wrote {len(summary['images'])} image(s) to {out}/ (settings in {out / 'generate.json'})")

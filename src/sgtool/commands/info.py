@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import SgtoolError
 from ..hub import resolve_reference
 from ..settings import InfoSettings
-from .common import RichReporter, progress_bars, resolve_checkpoints
+from .common import reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -27,8 +27,8 @@ def info(settings: InfoSettings, run: Run,
         if "kernels" not in run.given:
             raise SgtoolError("sgtool info: give a checkpoint to describe, or --kernels auto|ref|jit for the "
                               "kernel report")
-        with progress_bars(run.json) as bars:
-            rows = kernel_report(RichReporter(bars))
+        with reporting(run.json) as reporter:
+            rows = kernel_report(reporter)
         run.report({"kernels": rows}, _kernel_table(rows))
         return
     facts = {**describe_checkpoint(resolve_reference(checkpoint, kind="generator"), settings),

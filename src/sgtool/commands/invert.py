@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..settings import InvertSettings
-from .common import RichReporter, ShardOpt, console, finish_batch, progress_bars, resolve_checkpoints
+from .common import ShardOpt, console, finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -21,8 +21,8 @@ def invert(settings: InvertSettings, run: Run,
     from ..pipelines.invert.run import invert_batch
     from ..utils.batch import parse_shard
 
-    with progress_bars(run.json) as bars:
-        summary = invert_batch(paths, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = invert_batch(paths, settings, shard=parse_shard(shard), reporter=reporter)
     if settings.metrics and summary["metrics"] and not run.json:
         console.print(_metrics_table(summary))
     counts = summary["counts"]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..settings import MixSettings
-from .common import RichReporter, finish_batch, progress_bars, resolve_checkpoints
+from .common import finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -22,8 +22,8 @@ def mix(settings: MixSettings, run: Run,
 
     plan = plan_mix(latents or [], settings)
     run.warn(builtin_model_warning(settings.network, "the mixes"))
-    with progress_bars(run.json) as bars:
-        summary = run_mix(plan, RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = run_mix(plan, reporter)
     outputs = summary["outputs"]
     single = f", {outputs['latent']} (edit it like any latent)" if "latent" in outputs else ""
     finish_batch(run, summary, f"wrote {outputs['grid']} ({len(summary['rows'])} x {len(summary['cols'])} "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..settings import TrainEncoderSettings
-from .common import RichReporter, progress_bars, resolve_checkpoints
+from .common import reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -17,8 +17,8 @@ def train_encoder(settings: TrainEncoderSettings, run: Run):
     """
     from ..pipelines.train_encoder import train_encoder as run_training
 
-    with progress_bars(run.json, transient=False) as bars:
-        summary = run_training(settings, given=run.given, reporter=RichReporter(bars))
+    with reporting(run.json, transient=False) as reporter:
+        summary = run_training(settings, given=run.given, reporter=reporter)
     best = f"best {summary['best_val_loss']:.4f}" if summary["best_val_loss"] is not None else "no validation"
     run.report(summary, f"{summary['outdir']}: {summary['steps']} steps ({summary['world_size']} process(es)), "
                         f"{best}; encoder {summary['best']}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import TuneSettings
-from .common import RichReporter, ShardOpt, finish_batch, progress_bars, resolve_checkpoints
+from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -24,8 +24,8 @@ def tune(settings: TuneSettings, run: Run,
     from ..pipelines.tune.run import tune_paths
     from ..utils.batch import parse_shard
 
-    with progress_bars(run.json) as bars:
-        summary = tune_paths(inputs, settings, shard=parse_shard(shard), reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = tune_paths(inputs, settings, shard=parse_shard(shard), reporter=reporter)
     if "items" in summary:  # a folder tuned image by image
         counts = summary["counts"]
         message = (f"tuned {counts['ok']} image(s) into {settings.outdir}/<name>/ ({counts['failed']} failed, "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import VideoSettings
-from .common import RichReporter, progress_bars, resolve_checkpoints
+from .common import reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -18,8 +18,8 @@ def video(settings: VideoSettings, run: Run,
     """Invert, tune, edit and paste a face back into a video without jitter; the audio is kept."""
     from ..pipelines.video import run_video
 
-    with progress_bars(run.json) as bars:
-        summary = run_video(clip, settings, reporter=RichReporter(bars))
+    with reporting(run.json) as reporter:
+        summary = run_video(clip, settings, reporter=reporter)
     missing = summary["frames_without_face"]
     if missing:
         run.say(f"no face found in {len(missing)} frame(s) ({frame_ranges(missing)}): filled from neighbouring "

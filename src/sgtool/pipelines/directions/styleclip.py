@@ -216,6 +216,8 @@ def _build_rows(generator, clip, stats, channels, options, strength, partial, re
     base = w_to_s(generator, base_ws)
     done = _done_rows(partial)
     first = done[-1][1] if done else 0
+    if first:
+        reporter.note(f"resuming the build in {partial} at channel {first} of {len(channels)}")
     reporter.start(f"CLIP directions (resuming at channel {first})" if first else "CLIP directions",
                    total=len(channels) - first)
     began, built = time.perf_counter(), 0

@@ -104,6 +104,7 @@ class Trainer:
         self.step, self.best, self.bad_files = 0, None, 0
         if resume is not None:
             self._restore(resume)
+            reporter.note(f"resuming {settings.outdir} at step {self.step} of {settings.steps}")
         self.decoder = ckpts.decoder_state(generator)  # frozen: converted once for every checkpoint
 
     # ---- set-up

@@ -284,7 +284,8 @@ class PivotalTuner:
 
     def run(self, checkpoint_path=None, resume: bool | None = None,
             should_stop: Callable[[int], bool] | None = None,
-            on_step: Callable[[dict], None] | None = None) -> TuneResult:
+            on_step: Callable[[dict], None] | None = None,
+            on_resume: Callable[[int], None] | None = None) -> TuneResult:
         """Tune until `settings.steps`, the LPIPS threshold, or `should_stop(step)` (then checkpointed).
 
         resume: True = continue from `checkpoint_path` (must exist); None = continue if it exists;
@@ -296,6 +297,8 @@ class PivotalTuner:
         if checkpoint_path is not None and resume is not False:
             if checkpoint_path.is_file():
                 resumed_from = self.load_checkpoint(checkpoint_path)
+                if on_resume is not None:
+                    on_resume(resumed_from)
             elif resume:
                 raise SgtoolError(f"--resume: no checkpoint at {checkpoint_path}")
         stopped_early = interrupted = False
@@ -379,8 +382,8 @@ def plot_loss_curve(history: list[dict], path) -> Path:
 def tune_and_save(generator, targets: Sequence[TuneTarget], settings: PtiOptions, outdir, *,
                   network: str = "", export_pkl: bool = False, resume: bool | None = None,
                   lpips_model=None, device=None, should_stop: Callable[[int], bool] | None = None,
-                  on_step: Callable[[dict], None] | None = None, extra_config: dict | None = None,
-                  report_extra: dict | None = None) -> dict:
+                  on_step: Callable[[dict], None] | None = None, on_resume: Callable[[int], None] | None = None,
+                  extra_config: dict | None = None, report_extra: dict | None = None) -> dict:
     """Tune one generator on `targets` and write everything about it into `outdir`.
 
     Writes tuned_generator.safetensors (+ .pkl with export_pkl), NAME_before.png / NAME_after.png,
@@ -397,7 +400,7 @@ def tune_and_save(generator, targets: Sequence[TuneTarget], settings: PtiOptions
     tuner = PivotalTuner(generator, targets, settings, lpips_model=lpips_model, device=device)
     checkpoint = outdir / CHECKPOINT_NAME
     before_renders, before = evaluate(tuner.original, tuner.targets, tuner.lpips, tuner.device, settings.noise_mode)
-    result = tuner.run(checkpoint, resume=resume, should_stop=should_stop, on_step=on_step)
+    result = tuner.run(checkpoint, resume=resume, should_stop=should_stop, on_step=on_step, on_resume=on_resume)
     config = {**settings.record(), **(extra_config or {}), "network": network, "sgtool_version": __version__}
     if result.interrupted:
         return {"status": "interrupted", "steps_done": result.steps_done, "checkpoint": str(checkpoint),

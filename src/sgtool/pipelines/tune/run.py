@@ -210,12 +210,17 @@ class _Run:
                                     device=self.device, should_stop=stop,
                                     on_step=lambda r: self.reporter.advance(
                                         info=f"lpips {r['lpips']:.4f} mse {r['mse']:.5f}"),
+                                    on_resume=lambda step: self._resumed(label, outdir, step),
                                     extra_config={"kernels": s.kernels, "device": str(self.device)},
                                     report_extra=report_extra)
         finally:
             self.reporter.finish()
         summary.pop("generator", None)
         return summary
+
+    def _resumed(self, label: str, outdir: Path, step: int) -> None:
+        self.reporter.note(f"tuning {label}: resuming from {outdir / CHECKPOINT_NAME} at step {step}")
+        self.reporter.advance(step)
 
 
 def tune_paths(inputs, settings: TuneSettings, shard: Shard | None = None, reporter: Reporter = SILENT) -> dict:

@@ -183,6 +183,8 @@ def run_stages(clip: Clip, stages: Sequence[Stage]) -> dict:
                           "files": stage.identity(clip) if stage.identity else None})
             entry = clip.cache.entry(stage.name, key)
             cached = entry.done
+            if cached or entry.resuming:
+                clip.reporter.note(f"{stage.name}: {'reused from' if cached else 'resuming in'} {entry.dir}")
             products[stage.name] = stage.load(clip, entry, products) if cached else \
                 _compute(stage, clip, entry, products, settings, after)
             clip.keys[stage.name] = after = key
