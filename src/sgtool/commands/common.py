@@ -20,8 +20,9 @@ from ..errors import SgtoolError
 from ..progress import Reporter
 from ..settings.base import Checkpoint, Output, Settings, metadata_of
 
-# Human-facing output goes to stderr so that stdout stays clean for `--json`.
+# Messages and progress go to stderr; results (--json, tables and listings a person reads) to stdout.
 console = Console(stderr=True)
+results = Console(width=None if sys.stdout.isatty() else 160)  # a file or a pipe gets whole table rows
 
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", help="Process only shard K of N of the inputs (K/N, from 1); join the shards' manifests with "

@@ -29,11 +29,11 @@ def info(settings: InfoSettings, run: Run,
                               "kernel report")
         with reporting(run.json) as reporter:
             rows = kernel_report(reporter)
-        run.report({"kernels": rows}, _kernel_table(rows))
+        run.show({"kernels": rows}, _kernel_table(rows))
         return
     facts = {**describe_checkpoint(resolve_reference(checkpoint, kind="generator"), settings),
              "checkpoint": checkpoint}
-    run.report(facts, _facts_table(facts))
+    run.show(facts, _facts_table(facts))
 
 
 def _facts_table(facts: dict) -> Table:

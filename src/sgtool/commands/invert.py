@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..settings import InvertSettings
-from .common import ShardOpt, console, finish_batch, reporting, resolve_checkpoints
+from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints, results
 from .options import Run, command
 
 
@@ -24,7 +24,7 @@ def invert(settings: InvertSettings, run: Run,
     with reporting(run.json) as reporter:
         summary = invert_batch(paths, settings, shard=parse_shard(shard), reporter=reporter)
     if settings.metrics and summary["metrics"] and not run.json:
-        console.print(_metrics_table(summary))
+        results.print(_metrics_table(summary))
     counts = summary["counts"]
     out = Path(settings.outdir)
     finish_batch(run, summary, f"inverted {counts['ok']} image(s) into {out}/ ({counts['skipped']} skipped, "

@@ -58,12 +58,13 @@ def list_models(kind: KindOpt = None, json_out: JsonOption = False,
                      "cached_size": path.stat().st_size if cached else None})
     run = Run(json=json_out)
     table = Table(title=f"models ({hub.registry_path()}), cache: {hub.models_dir()}", title_justify="left")
-    for column in ("name", "kind", "cached", "description", "used by"):
+    table.add_column("name", no_wrap=True)  # whole, so that it can be copied from a log or a pipe
+    for column in ("kind", "cached", "description", "used by"):
         table.add_column(column, overflow="fold")
     for row in rows:
         cached = f"[green]yes[/] {_size_text(row['cached_size'])}" if row["cached"] else "[dim]no[/]"
         table.add_row(row["name"], row["kind"], cached, row["description"], ", ".join(row["used_by"]))
-    run.report(rows, table)
+    run.show(rows, table)
     run.say("Licences: `sgtool models list --json` (most weights are non-commercial). "
             "Fetch one with `sgtool models download NAME`.")
 
@@ -78,7 +79,10 @@ def _list_runs(folder: Path, run: Run) -> None:
     for row in found:
         loss = "" if row["best_val_loss"] is None else f"{row['best_val_loss']:.4f}"
         table.add_row(row["run"], row["arch"], row["status"], str(row["step"]), loss, row["best"] or "")
-    run.report({"runs": found}, table if found else f"no train-encoder runs under {folder}")
+    if found:
+        run.show({"runs": found}, table)
+    else:
+        run.report({"runs": found}, f"no train-encoder runs under {folder}")
 
 
 @models_app.command("download")
@@ -143,7 +147,10 @@ def verify(
     lines = [f"[{styles[r['status']]}]{r['status']}[/] {r['name']}: "
              + notes[r["status"]].format(basis=r.get("basis"), problem=r.get("problem", ""))
              for r in results if r["status"] != "missing"]
-    run.report(results, "\n".join(lines) or "nothing is cached yet; `sgtool models download NAME`")
+    if lines:
+        run.show(results, "\n".join(lines))
+    else:
+        run.report(results, "nothing is cached yet; `sgtool models download NAME`")
     if any(r["status"] == "mismatch" for r in results):
         console.print("re-download a broken file with `sgtool models download NAME --force`")
         raise typer.Exit(1)

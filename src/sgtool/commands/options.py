@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from ..settings.base import (Cli, Settings, choices_of, key_of, load_settings, metadata_of, nest, ordered_fields,
                              read_config_file, section_model, unwrap_optional)
-from .common import console, emit_json, reports_errors
+from .common import console, emit_json, reports_errors, results
 
 _METAVARS = {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}
 
@@ -39,6 +39,14 @@ class Run:
             emit_json(summary)
         else:
             console.print(message, highlight=False, soft_wrap=True)
+
+    def show(self, summary, rendering) -> None:
+        """A result a person reads (a table, a listing): the JSON summary with --json, else `rendering`, both on
+        stdout, where a pipe or `> file` gets them."""
+        if self.json:
+            emit_json(summary)
+        else:
+            results.print(rendering, highlight=False, soft_wrap=True)
 
     def say(self, message: str) -> None:
         if not self.json:
