@@ -41,6 +41,20 @@ def test_build_key_depends_on_device_and_is_stable():
     assert jit.build_key("cuda", "sm_80") != jit.build_key("cuda", "sm_90")
 
 
+def test_two_checkouts_or_venvs_build_into_folders_of_their_own(tmp_path, monkeypatch):
+    """The build files hold the sources' and torch's absolute paths: a shared folder would rebuild in turns."""
+    import shutil
+
+    here = jit.build_key("cpu", "x86_64-aaaa")
+    copy = tmp_path / "other_checkout" / "csrc"
+    shutil.copytree(jit.CSRC, copy)
+    monkeypatch.setattr(jit, "CSRC", copy)
+    assert jit.build_key("cpu", "x86_64-aaaa") != here  # the same sources, in another checkout
+    monkeypatch.undo()
+    monkeypatch.setattr(jit.torch, "__file__", str(tmp_path / "other_venv" / "torch" / "__init__.py"))
+    assert jit.build_key("cpu", "x86_64-aaaa") != here
+
+
 def test_missing_tool_warns_once_and_uses_reference(fresh_state, monkeypatch):
     monkeypatch.setattr(jit, "_missing_tools", lambda device_type: "ninja is not installed (pip install ninja)")
     x = torch.randn(1, 2, 8, 8)

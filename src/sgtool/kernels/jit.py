@@ -102,7 +102,10 @@ def build_key(device_type: str, device_tag: str) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     flags = (CPU_CFLAGS, CPU_LDFLAGS) if device_type == "cpu" else (CUDA_CFLAGS, NVCC_FLAGS, torch.version.cuda)
-    for part in (flags, torch.__version__, sys.version_info[:2], device_type, device_tag, PARITY_VERSION):
+    # The build files name the sources and torch's headers by absolute path: two checkouts or two venvs on one
+    # machine would otherwise take turns rebuilding the same folder.
+    places = (str(CSRC.resolve()), str(Path(torch.__file__).resolve().parent))
+    for part in (flags, places, torch.__version__, sys.version_info[:2], device_type, device_tag, PARITY_VERSION):
         digest.update(repr(part).encode())
     return digest.hexdigest()[:16]
 
