@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sgtool.errors import SgtoolError
+from sgtool.latents import load_npy
 from sgtool.utils.batch import (
     Shard,
     find_manifests,
@@ -242,8 +243,16 @@ def test_invert_shards_share_an_outdir_and_merge(golden_generator_files, tmp_pat
         assert result.exit_code == 0, result.output
         record = json.loads((out / f"invert-shard{k}of2.json").read_text())
         assert sorted(i["name"] for i in record["items"]) == sorted(n for n in names if shard_of(n, 2) == k)
+        # the final line names the record this shard wrote
+        assert f"record in {out / f'invert-shard{k}of2.json'}" in result.stderr.replace("\n", "")
     assert not (out / "invert.json").exists()
     assert runner.invoke(app, ["merge-manifests", str(out)]).exit_code == 0
     merged = json.loads((out / "invert.json").read_text())  # what `sgtool edit` looks for beside the latents
     assert sorted(i["name"] for i in merged["items"]) == names
     assert sorted(p.name for p in out.glob("*_latent.npy")) == [f"{n}_latent.npy" for n in names]
+    # the shards' latents dicts are joined into the one the merged record names, as one run would have written
+    assert merged["latents"] == str(out / "latents.npy")
+    table = load_npy(out / "latents.npy")
+    assert sorted(table) == sorted(f"{n}.png" for n in names)
+    for n in names:
+        np.testing.assert_array_equal(table[f"{n}.png"][-1], np.load(out / f"{n}_latent.npy"))

@@ -38,11 +38,8 @@ def edit(settings: EditSettings, run: Run,
 
 
 def _message(plan: EditPlan, summary: dict) -> str:
-    from ..utils.batch import shard_file_name
-
     out = Path(plan.settings.outdir)
-    counts = summary["counts"]
-    record = out / shard_file_name("edits.json", plan.shard)
+    counts, record = summary["counts"], summary["record"]
     if plan.task == "photo":
         return f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in {record})"
     grid = f", grid {summary['grid']}" if summary["grid"] else ""

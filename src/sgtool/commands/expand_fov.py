@@ -34,4 +34,4 @@ def expand_fov(settings: ExpandFovSettings, run: Run,
             run.say(f"{entry['name']}: {entry['image']} ({entry['size'][0]}x{entry['size'][1]})")
     counts = summary["counts"]
     finish_batch(run, summary, f"expanded {counts['ok']} input(s) into {out}/ ({counts['failed']} failed; record "
-                               f"in {out}/expand_fov.json)")
+                               f"in {summary['record']})")

@@ -28,7 +28,7 @@ def invert(settings: InvertSettings, run: Run,
     counts = summary["counts"]
     out = Path(settings.outdir)
     finish_batch(run, summary, f"inverted {counts['ok']} image(s) into {out}/ ({counts['skipped']} skipped, "
-                               f"{counts['failed']} failed; record in {out}/invert.json)")
+                               f"{counts['failed']} failed; record in {summary['record']})")
 
 
 def _metrics_table(summary: dict) -> Table:

@@ -29,7 +29,7 @@ def tune(settings: TuneSettings, run: Run,
     if "items" in summary:  # a folder tuned image by image
         counts = summary["counts"]
         message = (f"tuned {counts['ok']} image(s) into {settings.outdir}/<name>/ ({counts['failed']} failed, "
-                   f"{counts['not_run']} not run; record in {settings.outdir}/tune.json)")
+                   f"{counts['not_run']} not run; record in {summary['record']})")
         if summary["exit_code"] == 130:
             message += "; interrupted: run the same command again to resume"
     elif summary["status"] == "interrupted":

@@ -201,11 +201,13 @@ def merge_summaries(paths: Iterable[str | Path]) -> dict[str, dict]:
     The joined summary is no shard's: its `shard` is null and its `counts` are those of its items.
     """
     groups: dict[str, list[dict]] = {}
+    folders: dict[str, list[Path]] = {}
     for path in map(Path, paths):
         summary = read_manifest(path).get("summary")
         if not summary:
             continue
         shard_path = path.parent / summary["shard_file"]
+        folders.setdefault(summary["file"], []).append(path.parent)
         try:
             groups.setdefault(summary["file"], []).append(json.loads(shard_path.read_text()))
         except FileNotFoundError:
@@ -227,8 +229,40 @@ def merge_summaries(paths: Iterable[str | Path]) -> dict[str, dict]:
         if "counts" in out and isinstance(out.get("items"), list):
             out["counts"] = {status: sum(1 for item in out["items"] if item.get("status") == status)
                              for status in STATUSES}
+        for key in LATENT_TABLES:
+            files = [_shard_file(part.get(key), folder) for part, folder in zip(parts, folders[name])]
+            if any(files):
+                out[key] = _merge_latent_tables([f for f in files if f], folders[name][0] / f"{key}.npy")
         merged[name] = out
     return merged
+
+
+# Summary keys that name a per-shard latents dict (invert's latents-shardKofN.npy): merged into one KEY.npy.
+LATENT_TABLES = ("latents",)
+
+
+def _shard_file(value, folder: Path) -> Path | None:
+    """A file a shard's summary names: as written (relative to where the shard ran), else in the shard's folder."""
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_file() else folder / path.name if (folder / path.name).is_file() else None
+
+
+def _merge_latent_tables(files: list[Path], target: Path) -> str:
+    """One stylegan3-editing latents dict (file name -> per-step codes) from the shards' dicts."""
+    import numpy as np
+
+    from ..latents import load_npy
+    from .io import save_npy
+
+    joined: dict = {}
+    for path in files:
+        table = load_npy(path)
+        if not isinstance(table, dict):
+            raise SgtoolError(f"{path} is not a latents dict (file name -> codes); rerun that shard")
+        joined.update(table)
+    return str(save_npy(np.array(joined, dtype=object), target, allow_pickle=True))
 
 
 def merge_outdir(paths: Iterable[str | Path], output: str | Path | None = None) -> dict:
