@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from .errors import SgtoolError
@@ -266,5 +267,5 @@ if __name__ == "__main__":
     try:
         run_demo(Path(sys.argv[1] if len(sys.argv) > 1 else "demo_out"))
     except SgtoolError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)

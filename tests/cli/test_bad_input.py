@@ -296,3 +296,11 @@ def test_sgtools_own_warnings_print_as_one_line_and_others_as_python_prints_them
     assert warnings.formatwarning(message, RuntimeWarning, ours, 114, "line") == f"{message}\n"
     theirs = warnings.formatwarning("a library's own warning", UserWarning, "/elsewhere/lib.py", 3, "x = 1")
     assert theirs.startswith("/elsewhere/lib.py:3: UserWarning: a library's own warning\n")
+
+
+@pytest.mark.parametrize("name", ["photo[1]_latent.npy", "a[/x]_latent.npy", "[bold]_latent.npy"])
+def test_messages_keep_square_brackets_of_file_names(corpus, name):
+    root, files = corpus
+    result = runner.invoke(app, ["edit", str(root / name), "-n", str(files["gen"]), "--edit", "x=1",
+                                 "-o", str(root / "out-brackets")])
+    _check(result, 2, name)

@@ -43,9 +43,10 @@ def sefa(settings: SefaSettings, run: Run,
     run.warn(builtin_model_warning(settings.network, "the directions found"))
     summary = run_sefa(settings, files)
     out = Path(settings.outdir)
+    layers = f" --layers {','.join(map(str, settings.layers))}" if settings.layers is not None else ""
     finish_batch(run, summary, f"wrote {len(summary['directions'])} SeFa directions to {out}/ (sefa_00.npy is the "
                                f"strongest; preview {summary['preview']}); apply one with `sgtool edit LATENTS -n "
-                               f"{settings.network} --direction sefa0={out / 'sefa_00.npy'} --edit sefa0=3`")
+                               f"{settings.network} --direction sefa0={out / 'sefa_00.npy'} --edit sefa0=3{layers}`")
 
 
 @directions_app.command("boundary")

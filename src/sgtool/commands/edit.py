@@ -24,8 +24,7 @@ def edit(settings: EditSettings, run: Run,
          shard: ShardOpt = None):
     """Apply edits to latents or whole photos: InterFaceGAN directions, StyleSpace channels, StyleCLIP text.
 
-    Sweeps of strengths make grids and animations. Style mixing is `sgtool mix`; finding new directions is
-    `sgtool directions`.
+    Sweeps of strengths make grids and animations. Mixing styles: `sgtool mix`. New directions: `sgtool directions`.
     """
     from ..pipelines.edit.run import plan_edit, random_weights_warning, run_edit
     from ..utils.batch import parse_shard

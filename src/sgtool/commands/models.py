@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import hub
@@ -105,7 +106,7 @@ def download(
             if len(entries) == 1:
                 raise
             failures.append(exc)
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             results.append({"name": entry.name, "status": "failed", "error": str(exc)})
             continue
         results.append({"name": entry.name, "status": "ok", "path": str(path),

@@ -128,11 +128,25 @@ def infer_stylegan3_kwargs(state: dict, preset: dict | None = None) -> dict:
     if kwargs["num_layers"] == 14:
         kwargs.pop("num_layers")
     if preset:
-        kwargs.update(preset)
-    else:
-        channels = [layers[i][1] for i in range(num_layers)]
-        kwargs.update(_sg3_channel_schedule(channels, kwargs["img_resolution"], num_layers))
+        family = {k: preset[k] for k in ("conv_kernel", "use_radial_filters")}
+        if any(kwargs[k] != v for k, v in family.items()):
+            found = "stylegan3-r" if kwargs["use_radial_filters"] else "stylegan3-t"
+            raise CheckpointError(f"this state dict is a {found} generator ({kwargs['conv_kernel']}x"
+                                  f"{kwargs['conv_kernel']} convolutions); pass --arch {found} or drop --arch")
+    channels = [layers[i][1] for i in range(num_layers)]
+    kwargs.update(_channel_schedule(lambda: _sg3_channel_schedule(channels, kwargs["img_resolution"], num_layers),
+                                    preset))
     return kwargs
+
+
+def _channel_schedule(infer, preset: dict | None) -> dict:
+    """The schedule the shapes give; a preset (--arch) only where they leave it open."""
+    try:
+        return infer()
+    except CheckpointError:
+        if preset is None:
+            raise
+        return {k: preset[k] for k in ("channel_base", "channel_max")}
 
 
 def _sg3_channel_schedule(channels, img_resolution, num_layers, num_critical=2, first_cutoff=2):
@@ -162,15 +176,16 @@ def infer_stylegan2_kwargs(state: dict, preset: dict | None = None) -> dict:
         kwargs["architecture"] = "skip"
     else:
         kwargs["architecture"] = "orig"
-    if preset:
-        kwargs.update(preset)
-        return kwargs
     channels = {r: int(state[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions}
+    kwargs.update(_channel_schedule(lambda: _sg2_channel_schedule(channels), preset))
+    return kwargs
+
+
+def _sg2_channel_schedule(channels: dict[int, int]) -> dict:
     channel_max = max(channels.values())
     for exponent in range(4, 22):
         if all(min(2 ** exponent // r, channel_max) == c for r, c in channels.items()):
-            kwargs.update(channel_base=2 ** exponent, channel_max=channel_max)
-            return kwargs
+            return dict(channel_base=2 ** exponent, channel_max=channel_max)
     raise CheckpointError("cannot infer the channel schedule of this StyleGAN2 state dict; pass --arch")
 
 
@@ -197,6 +212,10 @@ def generator_from_state_dict(state: dict, arch: str | dict | None = None, sourc
         if arch not in ARCH_PRESETS:
             raise CheckpointError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_PRESETS)}")
         preset = ARCH_PRESETS[arch]
+        if is_sg3 != arch.startswith("stylegan3") and any(k.startswith("synthesis.") for k in state):
+            found = "a StyleGAN3" if is_sg3 else "a StyleGAN2"
+            raise CheckpointError(f"this state dict is {found} generator and --arch {arch} is not; drop --arch (its "
+                                  "architecture is read from the shapes)")
         is_sg3 = arch.startswith("stylegan3")
     if isinstance(arch, dict):
         kind, kwargs = ("stylegan3" if is_sg3 else "stylegan2"), dict(arch)
