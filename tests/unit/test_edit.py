@@ -284,23 +284,26 @@ def test_prepare_edits_resolves_and_checks_before_rendering(golden, tmp_path):
 def test_plan_checks_usage_before_anything_loads(tmp_path):
     np.save(tmp_path / "a_latent.npy", np.zeros((4, 8), np.float32))
     latent = str(tmp_path / "a_latent.npy")
-    plan = plan_edit([latent], EditSettings(edits=["age=+1"]))
+    plan = plan_edit([latent], EditSettings(network="G.pkl", edits=["age=+1"]))
     assert plan.task == "edit" and plan.latents == [tmp_path / "a_latent.npy"] and plan.transforms is None
     for latents, settings, shard, message in (
-            ([latent], EditSettings(sweep="age=-1:1:3"), Shard(1, 2), "run sweeps without --shard"),
-            ([latent], EditSettings(), None, "nothing to do.*`sgtool mix`.*`sgtool directions`"),
-            ([], EditSettings(edits=["age=+1"]), None, "give the latent files to edit"),
-            ([str(tmp_path)], EditSettings(edits=["age=+1"]), None, "is a directory"),
-            ([latent], EditSettings(edits=["age=+1"], transforms=tmp_path / "none.json"), None,
+            ([latent], EditSettings(network="G.pkl", sweep="age=-1:1:3"), Shard(1, 2), "run sweeps without --shard"),
+            ([latent], EditSettings(network="G.pkl"), None, "nothing to do.*`sgtool mix`.*`sgtool directions`"),
+            ([latent], EditSettings(edits=["age=+1"]), None, "give --network: the generator the latents belong to"),
+            ([], EditSettings(network="G.pkl", edits=["age=+1"]), None, "give the latent files to edit"),
+            ([str(tmp_path)], EditSettings(network="G.pkl", edits=["age=+1"]), None, "is a directory"),
+            ([latent], EditSettings(network="G.pkl", edits=["age=+1"], transforms=tmp_path / "none.json"), None,
              "transforms file .*none.json does not exist")):
         with pytest.raises(SgtoolError, match=message):
             plan_edit(latents, settings, shard)
     # --aligned ignores --transforms, so a missing transforms file does not matter then.
-    assert plan_edit([latent], EditSettings(edits=["age=+1"], transforms=tmp_path / "none.json", aligned=True))
+    assert plan_edit([latent], EditSettings(network="G.pkl", edits=["age=+1"], transforms=tmp_path / "none.json",
+                                            aligned=True))
 
 
 def test_the_command_warns_about_random_weight_test_generators(tmp_path):
-    assert "TEST model: edits will not mean anything" in random_weights_warning(EditPlan("edit", EditSettings()))
+    assert "TEST model: edits will not mean anything" in random_weights_warning(
+        EditPlan("edit", EditSettings(network="tiny-stylegan3-t")))
     assert random_weights_warning(EditPlan("edit", EditSettings(network=str(tmp_path / "G.pkl")))) is None
     assert "the directions found" in builtin_model_warning("tiny-stylegan2", "the directions found")
     assert builtin_model_warning(tmp_path / "G.pkl", "the directions found") is None

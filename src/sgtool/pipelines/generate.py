@@ -110,6 +110,9 @@ def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, gen
     from ..models import load_generator
 
     if generator is None:
+        if settings.network is None:
+            raise SgtoolError("give --network: a generator checkpoint, a registry name (`sgtool models list`) or a "
+                              "built-in test model (tiny-stylegan3-t, tiny-stylegan3-r, tiny-stylegan2)")
         generator = load_generator(settings.network, device=resolve_device(settings.device))
     ranges = seed_ranges(settings.seeds, limit=SEED_LIMIT)
     count = sum(len(r) for r in ranges)

@@ -37,8 +37,8 @@ def parse_seeds(text: str):
 
 
 class GenerateSettings(Runtime):
-    network: Annotated[GeneratorRef, Cli(short="-n")] = Field("tiny-stylegan3-t", description="generator: "
-                                                              "checkpoint, registry name or built-in test model")
+    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator (required): checkpoint, "
+                                                              "registry name or built-in test model")
     seeds: Annotated[str, AfterValidator(checked_by(parse_seeds)), Cli()] = Field(
         "0-7", description="seeds and ranges, e.g. 0-7,12 (each below 2^32)")
     trunc: Annotated[float, Cli()] = Field(1.0, ge=-10, le=10, description="truncation psi (1 = none)")

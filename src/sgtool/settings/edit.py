@@ -47,8 +47,8 @@ Seeds = Annotated[str | None, AfterValidator(checked_by(parse_seeds))]
 
 
 class EditSettings(EditOptions, Runtime):
-    network: Annotated[GeneratorRef, Cli(short="-n")] = Field("tiny-stylegan3-t", description="generator the "
-                                                              "latents belong to (a tuned one too)")
+    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator the latents belong to, "
+                                                              "a tuned one too (photos with --encoder: its decoder)")
     encoder: Annotated[EncoderRef, Cli(short="-e")] = Field(None, description="encoder for photo inputs (they are "
                                                             "aligned and inverted first)")
     faces: Annotated[IndexList, Cli("--face", metavar="LIST")] = Field(

@@ -83,14 +83,14 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if photos:
         if len(photos) != len(files):
             raise SgtoolError("give photos or latent files, not both, in one call")
-        if settings.invert.method != "optimize" and not settings.encoder:
+        if not settings.encoder and (settings.invert.method != "optimize" or settings.network is None):
             raise SgtoolError("photo inputs are inverted first: pass --encoder (a ReStyle, pSp, e4e or HyperStyle "
                               "checkpoint or registry name), or --method optimize with --network")
-        if settings.encoder and settings.network == EditSettings.model_fields["network"].default:
-            settings = settings.model_copy(update={"network": None})  # the encoder's decoder renders
         return EditPlan("photo", settings, [], shard, None, photos)
     if settings.encoder:
         raise SgtoolError("--encoder is for photo inputs (inverted first); latent files are edited with --network")
+    if settings.network is None:
+        raise SgtoolError("give --network: the generator the latents belong to (a tuned one too)")
     if settings.sweep and shard is not None:
         raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")
     transforms = None
