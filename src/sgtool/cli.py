@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .commands.align import align
 from .commands.common import console
+from .commands.config import config_app
 from .commands.convert import convert
 from .commands.directions import directions_app
 from .commands.edit import edit, moved_task
@@ -60,7 +61,7 @@ COMMANDS = [
     ("mix", mix, WORKFLOW), ("directions", directions_app, WORKFLOW), ("video", video, WORKFLOW),
     ("expand-fov", expand_fov, WORKFLOW), ("train-encoder", train_encoder, WORKFLOW),
     ("generate", generate, TOOLS), ("info", info, TOOLS), ("convert", convert, TOOLS), ("models", models_app, TOOLS),
-    ("merge-manifests", merge_manifests, TOOLS),
+    ("merge-manifests", merge_manifests, TOOLS), ("config", config_app, TOOLS),
 ]
 for name, target, panel in COMMANDS:
     if isinstance(target, typer.Typer):

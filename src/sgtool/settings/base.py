@@ -268,6 +268,34 @@ def describe_validation_error(exc: ValidationError, command: str, layers: _Layer
 def load_settings(model: type[Settings], command: str | None = None, config_file: str | Path | None = None,
                   overrides: Iterable[str] = (), cli_values: dict | None = None) -> Settings:
     """Validate defaults, the shipped YAML, a user's file, --set items and CLI values into `model`."""
+    return _validated(model, command, _layered(model, command, config_file, overrides, cli_values))
+
+
+def explain_settings(model: type[Settings], command: str, config_file: str | Path | None = None,
+                     overrides: Iterable[str] = ()) -> list[tuple[str, Any, str]]:
+    """Every setting as (dotted key, value, where it came from: default, --config FILE or --set ITEM)."""
+    layers = _layered(model, command, config_file, overrides, None)
+    settings = _validated(model, command, layers)
+    shipped = str(config_path(command))
+    rows = []
+
+    def walk(values: dict, prefix: tuple[str, ...]) -> None:
+        for key, value in values.items():
+            path = prefix + (key,)
+            if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and \
+                    layers.source_of(path) in (None, "the defaults", shipped):
+                walk(value, path)
+                continue
+            source = layers.source_of(path)
+            rows.append((".".join(path), value, "default" if source in (None, "the defaults", shipped) else source))
+
+    record = settings.record()
+    walk({key_of(model, name): record[key_of(model, name)] for name in ordered_fields(model)}, ())  # the help's order
+    return rows
+
+
+def _layered(model: type[Settings], command: str | None, config_file: str | Path | None, overrides: Iterable[str],
+             cli_values: dict | None) -> "_Layers":
     layers = _Layers(model)
     layers.add(model().model_dump(mode="json", by_alias=True), "the defaults")  # whole sections, not just set keys
     if command is not None:
@@ -281,6 +309,10 @@ def load_settings(model: type[Settings], command: str | None = None, config_file
         layers.add(nest(keys, value), f"--set {item}")
     if cli_values:
         layers.add(cli_values, "the command line")
+    return layers
+
+
+def _validated(model: type[Settings], command: str | None, layers: "_Layers") -> Settings:
     try:
         return model.model_validate(layers.values)
     except ValidationError as exc:
