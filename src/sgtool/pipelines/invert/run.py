@@ -27,10 +27,11 @@ from ...progress import SILENT, Reporter
 from ...settings import InversionOptions, InvertSettings, Projector
 from ...utils.batch import Shard
 from ...utils.io import image_grid, save_image, save_npy, to_uint8, write_json
-from ..shared.batch import Batch, Item, collect
+from ..shared.batch import Batch, Item, collect, earlier_items
 from ..shared.images import ENCODER_SIZE, encoder_input, generator_target, read_image, resized
 from .project import ProjectionStep, project
 from ..shared.render import render
+from ..shared.transforms import unaligned_crops
 
 METHODS = ("encoder", "optimize", "hybrid", "hyperstyle")
 ENCODER_METHODS = ("encoder", "hyperstyle")  # encoder passes only; hyperstyle also adjusts the generator
@@ -225,7 +226,9 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
     generator = generator if generator is not None else encoder.generator
     check_method(settings.method, encoder)
     outdir = Path(settings.outdir)
-    batch = Batch("invert", collect(paths), outdir, shard, reporter)
+    batch = Batch("invert", _inputs(paths, reporter), outdir, shard, reporter)
+    earlier = earlier_items(outdir / batch.file_name("invert.json"), settings.record(), batch.all_items,
+                            ignored=OUTPUT_ONLY_SETTINGS)
     lpips_model = projection_lpips(settings, device)
     evaluator = _Evaluator(settings, device) if settings.metrics else None
     latents: dict[str, list[np.ndarray]] = {}
@@ -244,7 +247,8 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
     per_pass = settings.batch_size if settings.method in ENCODER_METHODS else 1
     report = batch.run_chunks(prepare, process, per_pass,
                               skip=(lambda item: _skip(item, outdir)) if settings.skip_existing else None)
-    latents_file = _write_latents_dict(outdir, latents, keep_existing=bool(report.of("skipped")), shard=shard)
+    latents_file = _write_latents_dict(outdir, latents, keep_existing=bool(report.of("skipped") or earlier),
+                                       shard=shard)
     metrics = None
     if evaluator is not None:
         from ...metrics import summarize
@@ -254,8 +258,26 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
             metrics = summarize(list(values.values()))
             write_json({"images": values, "mean": metrics}, outdir / batch.file_name("metrics.json"))
     settings_record = {**settings.record(), "encoder_type": getattr(encoder, "encoder_type", None)}
-    return {**report.write("invert.json", settings_record, latents=str(latents_file) if latents_file else None,
+    return {**report.write("invert.json", settings_record, earlier, latents=str(latents_file) if latents_file else None,
                            metrics=metrics), "exit_code": report.exit_code}
+
+
+# Settings that change what is written beside the latents, not the latents: runs differing only in these add up.
+OUTPUT_ONLY_SETTINGS = ("outdir", "skip_existing", "save_steps", "save_video", "video_fps", "metrics",
+                        "metrics_lpips_net", "id_model", "device", "kernels", "batch_size", "encoder_type")
+
+
+def _inputs(paths, reporter: Reporter) -> list[Path]:
+    """The images to invert: an `sgtool align` folder gives its aligned faces, not the unaligned crops it also holds."""
+    crops = unaligned_crops(p for p in map(Path, map(str, paths)) if p.is_dir())
+    files = collect(paths)
+    kept = [path for path in files if path.resolve() not in crops]
+    if len(kept) < len(files):
+        reporter.note(f"left out {len(files) - len(kept)} unaligned crop(s) that alignment.json lists "
+                      "(NAME_faceK_crop.png): their aligned faces are inverted")
+    if not kept:
+        raise SgtoolError("every input is an unaligned crop of `sgtool align`; give its NAME_faceK_aligned.png files")
+    return kept
 
 
 def _skip(item: Item, outdir: Path) -> dict | None:

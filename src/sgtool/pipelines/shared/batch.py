@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import signal
 import threading
@@ -26,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
-from ...utils.batch import Shard, select_shard, shard_file_name, write_manifest
+from ...utils.batch import DONE, Shard, select_shard, shard_file_name, write_manifest
 from ...utils.io import write_json
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
@@ -159,21 +160,55 @@ class BatchReport:
             return 130
         return 1 if self.of("failed") else 0
 
-    def summary(self, settings: dict | None = None, **extra) -> dict:
+    def summary(self, settings: dict | None = None, earlier: list[dict] = (), **extra) -> dict:
+        """The record of this run; `earlier`: items an earlier run into the folder recorded for other inputs
+        (`earlier_items`), listed first so that the record holds every output of the folder."""
         return {"command": self.command, "outdir": str(self.outdir),
                 "shard": str(self.shard) if self.shard else None, "settings": settings,
                 "counts": {s: len(self.of(s)) for s in ("ok", "skipped", "failed", "not_run")},
-                "items": self.items(), "failed": self.failed, **extra}
+                "items": [*earlier, *self.items()], "failed": self.failed,
+                **({"kept_from_earlier_runs": len(earlier)} if earlier else {}), **extra}
 
-    def write(self, summary_file: str, settings: dict | None = None, **extra) -> dict:
+    def write(self, summary_file: str, settings: dict | None = None, earlier: list[dict] = (), **extra) -> dict:
         """Write the command's summary (per shard) and, for a shard, its manifest; returns the summary."""
-        summary = self.summary(settings, **extra)
+        summary = self.summary(settings, earlier, **extra)
         record = write_json(summary, self.outdir / shard_file_name(summary_file, self.shard))
         summary["record"] = str(record)  # returned, not written: invert-shard1of2.json for a shard
         if self.shard is not None:
             summary["manifest"] = str(write_manifest(self.outdir, self.command, self.shard, self.items(),
                                                      inputs_total=self.inputs_total, summary_file=summary_file))
         return summary
+
+
+def earlier_items(record: Path, settings: dict, items: list[Item], ignored: Iterable[str] = ()) -> list[dict]:
+    """The items an earlier run recorded in `record` (a command's summary in its output folder) for inputs this run
+    does not take: kept, so that runs into one folder add up. Refused, before any work, when that run's settings
+    differ beyond `ignored` (its outputs and these would not belong together) or when one of this run's inputs would
+    write over an earlier input's outputs (the same name from another folder)."""
+    try:
+        data = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        return []
+    taking = {Path(item.source).resolve() for item in items}
+    kept = [entry for entry in data["items"] if isinstance(entry, dict) and entry.get("status") in DONE
+            and isinstance(entry.get("input"), str) and Path(entry["input"]).resolve() not in taking]
+    if not kept:
+        return []
+    before = {k: v for k, v in (data.get("settings") or {}).items() if k not in ignored}
+    now = {k: v for k, v in settings.items() if k not in ignored}
+    differ = [f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(before) | set(now))
+              if before.get(k) != now.get(k)]
+    if differ:
+        raise SgtoolError(f"{record} records outputs made with other settings ({'; '.join(differ[:3])}); write into "
+                          "another --outdir, or delete that file to start the folder over")
+    names = {entry.get("name"): entry["input"] for entry in kept}
+    for item in items:
+        if item.name in names:
+            raise SgtoolError(f"{item.source} would write over the outputs of {names[item.name]} (both are named "
+                              f"{item.name}) in {Path(record).parent}; write into another --outdir")
+    return kept
 
 
 class Batch:

@@ -156,3 +156,18 @@ def load_alignment(path: str | os.PathLike) -> dict:
     if "failed" not in data:
         data["failed"] = [{"input": f.get("source"), "error": f.get("error")} for f in data.pop("failures", [])]
     return data
+
+
+def unaligned_crops(folders) -> set[Path]:
+    """The unaligned crops (NAME_faceK_crop.png) that the alignment records of `sgtool align` folders list, resolved:
+    not aligned faces, so not what an encoder or a projection takes as one."""
+    crops: set[Path] = set()
+    for folder in map(Path, folders):
+        for record in sorted(folder.glob("alignment*.json")):
+            try:
+                faces = load_alignment(record)["faces"]
+            except SgtoolError:
+                continue  # not an alignment record after all
+            crops |= {(folder / Path(str(face["crop"])).name).resolve() for face in faces
+                      if isinstance(face, dict) and face.get("crop")}
+    return crops
