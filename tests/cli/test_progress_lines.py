@@ -41,7 +41,7 @@ COMMANDS = {
     "invert": lambda f: ["invert", f"{f['dir']}/a.png", "-m", "optimize", "-n", f["sg2"], "--no-align",
                          "--project-steps", "3", *TEST_LPIPS],
     "tune": lambda f: ["tune", f"{f['dir']}/a.png", "-n", f["sg2"], "--latents", f"{f['dir']}/a_latent.npy",
-                       "--tune-steps", "2", *TEST_LPIPS],
+                       "--tune-steps", "2", "--no-align", *TEST_LPIPS],
     "edit": lambda f: ["edit", f"{f['dir']}/a_latent.npy", "-n", f["sg2"], "--direction", f"d={f['dir']}/d.npy",
                        "--sweep", "d=-1:1:3"],
     "mix": lambda f: ["mix", "-n", f["sg2"], "--rows", "0-1", "--cols", "2", "--layers", "0-3"],

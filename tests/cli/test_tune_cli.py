@@ -19,7 +19,7 @@ from sgtool.pipelines.tune import match_targets
 from sgtool.utils.io import save_image, to_uint8, write_json
 
 runner = CliRunner()
-FAST = ["--set", "lpips_random_backbone=true", "--lr", "0.002", "--lpips-threshold", "0", "--kernels", "ref",
+FAST = ["--no-align", "--set", "lpips_random_backbone=true", "--lr", "0.002", "--lpips-threshold", "0", "--kernels", "ref",
         "--device", "cpu"]
 
 

@@ -88,3 +88,44 @@ def test_inverting_an_align_folder_leaves_out_its_unaligned_crops(tmp_path):
     assert result.exit_code == 0, result.output
     assert [item["name"] for item in json.loads(result.stdout)["items"]] == ["astronaut_face0_aligned"]
     assert "left out 1 unaligned crop(s)" in result.stderr
+
+
+# --- 1. invert PHOTO, then tune PHOTO --latents: each pivot is tuned against the face it came from ---------
+
+SG3 = golden_dir("generators", "sg3t_64.pkl")
+FAST = ["--set", "lpips_random_backbone=true", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("width", [512, 640])  # a square photo and a wide one (refused before: "not square")
+def test_readme_flow_tunes_the_pivot_against_its_face(width, tmp_path):
+    from PIL import Image
+
+    from sgtool.demo import SAMPLE
+    from sgtool.pipelines.align import align_image
+    from sgtool.pipelines.shared.images import generator_target, read_image
+    from sgtool.pipelines.shared.render import synthesize
+
+    photo = tmp_path / "photo.png"
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    canvas = np.full((512, width, 3), 127, np.uint8)
+    canvas[:, (width - 512) // 2:(width - 512) // 2 + 512] = sample
+    Image.fromarray(canvas).save(photo)
+    inverted = sgtool("invert", photo, "-m", "optimize", "-n", SG3, "--project-steps", 2, "-o", tmp_path / "inv",
+                      "--set", "projector.w_avg_samples=64", *FAST)
+    assert inverted.exit_code == 0, inverted.output
+    tuned = sgtool("tune", photo, "--latents", tmp_path / "inv" / "photo_latent.npy", "-n", SG3, "--tune-steps", 1,
+                   "-o", tmp_path / "tuned", *FAST)
+    assert tuned.exit_code == 0, tuned.output
+    image = json.loads((tmp_path / "tuned" / "tune.json").read_text())["images"][0]
+    assert image["transform"] is True  # StyleGAN3: the unaligned crop through the landmarks transform
+    # "before" is the pivot's distance to its face (the same alignment invert made), not to the whole photo.
+    G = load_generator(SG3)
+    face = align_image(read_image(photo), size=64, max_faces=1)[0]
+    pivot = torch.from_numpy(np.load(tmp_path / "inv" / "photo_latent.npy"))[None]
+    with torch.no_grad():
+        render = synthesize(G, pivot, torch.from_numpy(face.inverse_transform.astype(np.float32))[None])
+    to_face = float(torch.nn.functional.mse_loss(render, generator_target(face.crop, 64)[None]))
+    assert image["before"]["mse"] == pytest.approx(to_face, rel=1e-4)
+    if width == 512:
+        to_photo = float(torch.nn.functional.mse_loss(render, generator_target(read_image(photo), 64)[None]))
+        assert abs(to_photo - to_face) > 1e-3

@@ -313,7 +313,7 @@ def test_ctrl_c_finishes_the_step_keeps_a_checkpoint_and_the_same_command_resume
     folder = tmp_path / "photos"
     for i, name in enumerate(("a", "b")):
         save_image(foreign_images[i], folder / f"{name}.png")
-    settings = TuneSettings(network=str(golden_dir("generators") / "sg3t_64.pkl"), outdir=tmp_path / "out",
+    settings = TuneSettings(network=str(golden_dir("generators") / "sg3t_64.pkl"), outdir=tmp_path / "out", align=False,
                             steps=3, device="cpu", **{**FAST, "locality": False})
     settings.invert.project_steps = 1
     inversions = []

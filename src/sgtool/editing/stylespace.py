@@ -138,7 +138,7 @@ def _transform_kwargs(generator, transform) -> dict:
         return {}
     if generator.kind != "stylegan3":
         raise SgtoolError("a landmarks transform needs a StyleGAN3 network (StyleGAN2 has no input transform); "
-                          "drop --transforms or pass --aligned")
+                          "render StyleGAN2 codes without one (the aligned view)")
     return {"transform": torch.as_tensor(transform, dtype=torch.float32)}
 
 

@@ -203,6 +203,11 @@ class TuneSettings(PtiOptions, Runtime):
                                                    "latents.npy dict or their folder (null: invert first)")
     transforms: Annotated[Path | None, Cli()] = Field(None, description="alignment.json or landmarks-transforms "
                                                       ".npy: tune on unaligned crops (StyleGAN3)")
+    align: Annotated[bool, Cli()] = Field(True, description="find each photo's largest face, as invert does, and tune "
+                                          "on it: the unaligned crop through its landmarks transform (StyleGAN3) or "
+                                          "the aligned crop (StyleGAN2); false: the images are aligned crops (also "
+                                          "when --latents were inverted with --no-align or --transforms is given)")
+    align_recipe: Literal["ffhq", "eyes"] = Field("ffhq", description="alignment recipe for photos")
     outdir: Outdir = outdir_field("out/tune")
     joint: Annotated[bool, Cli()] = Field(False, description="one generator for all images (video frames) "
                                           "instead of one per image")

@@ -156,7 +156,9 @@ class _Expander:
         table = self.transforms if self.transforms is not None else TransformTable.beside(item.source)
         matrix = None
         if table is not None:
-            matrix = table.require(lookup) if self.transforms is not None else table.find(lookup)
+            matrix = (table.require(lookup, "drop --transforms to expand the aligned view (or the view invert.json "
+                                    "beside the latents records)")
+                      if self.transforms is not None else table.find(lookup))
         base = torch.from_numpy(matrix.astype(np.float32)) if matrix is not None else None
         return FovSource(name, torch.from_numpy(latent), base, key)
 

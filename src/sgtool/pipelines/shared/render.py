@@ -21,7 +21,7 @@ def as_transform(generator, transform) -> torch.Tensor | None:
         return None
     if generator.kind != "stylegan3":
         raise SgtoolError("a landmarks transform needs a StyleGAN3 network (StyleGAN2 has no input transform); "
-                          "drop --transforms or pass --aligned")
+                          "render StyleGAN2 codes without one (the aligned view)")
     transform = torch.as_tensor(np.asarray(transform, dtype=np.float32) if not isinstance(transform, torch.Tensor)
                                 else transform, dtype=torch.float32)
     if transform.shape[-2:] != (3, 3):

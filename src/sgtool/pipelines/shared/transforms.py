@@ -29,6 +29,7 @@ class TransformEntry:
     inverse_transform: np.ndarray  # 3x3 float64
     crop: str | None = None  # the unaligned crop's file name (alignment.json only)
     aligned_path: str | None = None  # where that aligned image is (alignment.json only)
+    photo: str | None = None  # the photo of its largest face (alignment.json only): what `invert PHOTO` aligns
 
 
 def stem(name: str | os.PathLike) -> str:
@@ -61,30 +62,36 @@ class TransformTable:
         self.source = source
         self._by_name: dict[str, TransformEntry] = {}
         self._by_stem: dict[str, TransformEntry] = {}
+        self._by_photo: dict[str, TransformEntry] = {}
         for entry in entries:
             for name in (entry.name, entry.crop):
                 if name:
                     self._by_name.setdefault(Path(name).name, entry)
                     self._by_stem.setdefault(stem(name), entry)
+            if entry.photo:
+                self._by_photo.setdefault(stem(entry.photo), entry)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def entry(self, name) -> TransformEntry | None:
-        """The exact file name first (x.png and x.jpg may both be listed), else the stem."""
-        return self._by_name.get(Path(str(name)).name) or self._by_stem.get(stem(name))
+        """The exact file name first (x.png and x.jpg may both be listed), else the stem, else the photo whose
+        largest face it is (`invert photo.jpg` writes photo_latent.npy of photo_face0_aligned.png)."""
+        return (self._by_name.get(Path(str(name)).name) or self._by_stem.get(stem(name))
+                or self._by_photo.get(stem(name)))
 
     def find(self, name) -> np.ndarray | None:
         """inv(T) for `name`, or None when the table has no entry for it."""
         entry = self.entry(name)
         return None if entry is None else entry.inverse_transform
 
-    def require(self, name) -> np.ndarray:
+    def require(self, name, fix: str) -> np.ndarray:
+        """inv(T) for `name`; `fix`, what the command's user can do instead, ends the error when there is none."""
         matrix = self.find(name)
         if matrix is None:
             known = ", ".join(e.name for e in self.entries[:3]) + (" ..." if len(self.entries) > 3 else "")
             raise SgtoolError(f"no landmarks transform for {Path(str(name)).name!r} in {self.source} (it has "
-                              f"{known or 'none'}); pass --aligned to render the aligned view")
+                              f"{known or 'none'}); {fix}")
         return matrix
 
     @classmethod
@@ -130,7 +137,8 @@ def _alignment_entries(path: Path) -> list[TransformEntry]:
         entries.append(TransformEntry(Path(str(face["aligned"])).name,
                                       inverse_matrix(face["inverse_transform"], f"{path} face {i}"),
                                       Path(str(face["crop"])).name if face.get("crop") else None,
-                                      str(face["aligned"])))
+                                      str(face["aligned"]),
+                                      str(face["source"]) if face.get("face") == 0 and face.get("source") else None))
     return entries
 
 

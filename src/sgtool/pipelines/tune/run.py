@@ -12,6 +12,7 @@ edit with it. The engine is `pti.py`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +25,9 @@ from ...progress import SILENT, Reporter
 from ...settings import TuneSettings
 from ...utils.batch import Shard
 from ..shared.batch import Batch, Item, Result, StopRequest, collect, name_items
-from ..shared.images import encoder_input, load_square_target, read_image
-from .pti import (CHECKPOINT_NAME, TuneTarget, tune_and_save)
+from ..shared.images import encoder_input, generator_target, load_square_target, read_image
 from ..shared.transforms import TransformTable, stem
+from .pti import CHECKPOINT_NAME, TuneTarget, tune_and_save
 
 
 
@@ -89,8 +90,20 @@ def _transform_of(item: Item, transforms: TransformTable | None) -> np.ndarray |
     return transform
 
 
-def _target(item: Item, latent: np.ndarray, transform: np.ndarray | None, resolution: int) -> TuneTarget:
-    return TuneTarget(name=item.name, image=load_square_target(item.source, resolution),
+def recorded_alignment(latents) -> bool | None:
+    """Whether the `sgtool invert` run that wrote `latents` aligned its photos (its invert.json), None when unknown."""
+    folder = Path(latents) if Path(latents).is_dir() else Path(latents).parent
+    try:
+        value = json.loads((folder / "invert.json").read_text())["settings"]["align"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
+def _target(item: Item, latent: np.ndarray, transform: np.ndarray | None, resolution: int,
+            rgb: np.ndarray | None = None) -> TuneTarget:
+    image = load_square_target(item.source, resolution) if rgb is None else generator_target(rgb, resolution)
+    return TuneTarget(name=item.name, image=image,
                       latent=torch.from_numpy(np.asarray(latent, np.float32)),
                       transform=None if transform is None else torch.from_numpy(transform.astype(np.float32)),
                       source=str(item.source))
@@ -104,7 +117,7 @@ def match_targets(images: Sequence[Path], latents: dict[str, np.ndarray], resolu
     for item in name_items(images):
         try:
             latent = find_latent(item, latents, transforms, alone=len(images) == 1)
-            targets.append(_target(item, latent, _transform_of(item, transforms), resolution))
+            targets.append(_target(item, latent, _transform_of(item, transforms), resolution))  # aligned crops
         except SgtoolError as exc:
             failures.append({"input": str(item.source), "name": item.name, "error": str(exc)})
     return targets, failures
@@ -134,6 +147,8 @@ class _Run:
         self.generator.eval().requires_grad_(False)
         self.network = str(settings.network) if settings.network else f"{settings.encoder} (decoder)"
         self.transforms = TransformTable.read(settings.transforms) if settings.transforms else None
+        self.align = self._aligns(settings)
+        self._faces: dict[Path, object] = {}
         # Bad latents are bad input: found before the LPIPS backbone is fetched.
         self.latents = read_latents(settings.latents, self.generator.num_ws, self.generator.w_dim) \
             if settings.latents else None
@@ -147,17 +162,49 @@ class _Run:
             schedule = "" if options.method == "encoder" else f", {options.projector.recipe} projection schedule"
             reporter.warn(f"no --latents: each image is inverted first (--method {options.method}{schedule})")
 
+    def _aligns(self, settings: TuneSettings) -> bool:
+        """Photos are aligned as `sgtool invert` aligns them, unless the inputs are crops already: --no-align,
+        --transforms (crops with their transforms) or latents that invert made with --no-align."""
+        if not settings.align or settings.transforms is not None:
+            return False
+        if settings.latents and recorded_alignment(settings.latents) is False:
+            self.reporter.note(f"{settings.latents} was inverted from the images as they are (invert.json: align "
+                               "false), so they are tuned as they are")
+            return False
+        return True
+
+    def face(self, item: Item):
+        """The photo's largest face (`align.AlignedFace` at the generator's resolution); None without alignment."""
+        if not self.align:
+            return None
+        if item.source not in self._faces:
+            from ..align.run import align_image
+
+            faces = align_image(read_image(item.source), size=int(self.generator.img_resolution),
+                                recipe=self.settings.align_recipe, max_faces=1)
+            if not faces:
+                raise SgtoolError(f"{item.source}: no face found; pass --no-align if it is already an aligned crop")
+            self._faces[item.source] = faces[0]
+        return self._faces[item.source]
+
     def target(self, item: Item, outdir: Path, stop: StopRequest | None = None,
                alone: bool = False) -> TuneTarget | None:
-        """The item's target; None when `stop` was requested while it was being inverted."""
-        transform = _transform_of(item, self.transforms)  # a missing transform fails before any inversion
+        """The item's target (with alignment: its face's unaligned crop through the landmarks transform on
+        StyleGAN3, the aligned crop on StyleGAN2); None when `stop` was requested while it was being inverted."""
+        face = self.face(item)
+        if face is None:
+            transform, rgb = _transform_of(item, self.transforms), None  # a missing transform fails before inverting
+        elif self.generator.kind == "stylegan3":
+            transform, rgb = np.asarray(face.inverse_transform, np.float32), face.crop
+        else:
+            transform, rgb = None, face.aligned
         if self.latents is not None:
             latent = find_latent(item, self.latents, self.transforms, alone)
         else:
             latent = self.pivot(item, outdir, stop)
             if latent is None:
                 return None
-        return _target(item, latent, transform, self.generator.img_resolution)
+        return _target(item, latent, transform, self.generator.img_resolution, rgb)
 
     @staticmethod
     def pivot_file(name: str, outdir: Path) -> Path:
@@ -175,8 +222,15 @@ class _Run:
         if resuming and path.is_file():
             return next(iter(load_latents(path, self.generator.num_ws, self.generator.w_dim).values()))
         options = self.settings.invert
-        entry = _crop_entry(item.source, self.transforms)
-        source = Path(entry.aligned_path) if entry is not None and entry.aligned_path else item.source
+        face = self.face(item)
+        if face is not None:
+            aligned = face.aligned
+        else:
+            entry = _crop_entry(item.source, self.transforms)
+            aligned = read_image(Path(entry.aligned_path) if entry is not None and entry.aligned_path else item.source)
+            if aligned.shape[0] != aligned.shape[1]:
+                raise SgtoolError(f"{item.source} is {aligned.shape[1]}x{aligned.shape[0]}, not square; give the "
+                                  "aligned image or the unaligned crop that `sgtool align` writes (or drop --no-align)")
         projecting = options.method != "encoder"
         self.reporter.start(f"inverting {item.name}", options.project_steps if projecting else None)
 
@@ -185,12 +239,12 @@ class _Run:
             return stop is not None and stop.requested
 
         try:
-            result = invert_target(load_square_target(source, self.generator.img_resolution).to(self.device),
+            result = invert_target(generator_target(aligned, self.generator.img_resolution).to(self.device),
                                    options.method, generator=self.generator, encoder=self.inverter,
                                    steps=options.encoder_steps, num_steps=options.project_steps,
                                    space=options.space, l2_weight=options.l2_weight, seed=self.settings.seed,
                                    lpips_model=self.projection_lpips, projector=options.projector,
-                                   encoder_target=encoder_input(read_image(source)) if self.inverter else None,
+                                   encoder_target=encoder_input(aligned) if self.inverter else None,
                                    callback=on_step)
         finally:
             self.reporter.finish()
