@@ -129,3 +129,32 @@ def test_readme_flow_tunes_the_pivot_against_its_face(width, tmp_path):
     if width == 512:
         to_photo = float(torch.nn.functional.mse_loss(render, generator_target(read_image(photo), 64)[None]))
         assert abs(to_photo - to_face) > 1e-3
+
+
+# --- 3. latents of raw photos find their face in an alignment record; errors name the command's own options --
+
+
+def test_latents_of_a_raw_photo_find_its_largest_face_in_alignment_json(tmp_path):
+    from sgtool.demo import SAMPLE
+    from sgtool.pipelines.shared.transforms import load_alignment
+
+    assert sgtool("align", SAMPLE, "--size", 64, "-o", tmp_path / "al").exit_code == 0
+    face0 = load_alignment(tmp_path / "al" / "alignment.json")["faces"][0]
+    inverted = sgtool("invert", SAMPLE, "-m", "optimize", "-n", SG3, "--project-steps", 1, "-o", tmp_path / "inv",
+                      "--set", "projector.w_avg_samples=64", *FAST)
+    assert inverted.exit_code == 0, inverted.output
+    transforms = tmp_path / "al" / "alignment.json"
+    fov = sgtool("expand-fov", tmp_path / "inv" / "astronaut_latent.npy", "-n", SG3, "--all", 8, "--transforms",
+                 transforms, "-o", tmp_path / "fov", "--device", "cpu", "--json")
+    assert fov.exit_code == 0, fov.output
+    entry = json.loads(fov.stdout)["items"][0]["entries"][0]
+    centre = entry["tile_offsets"].index([0, 0])  # the plain render: through face 0's landmarks transform
+    assert entry["unaligned"] is True
+    np.testing.assert_allclose(np.load(entry["tile_transforms"])[centre], face0["inverse_transform"], atol=1e-6)
+    edited = sgtool("edit", tmp_path / "inv" / "latents.npy", "-n", SG3, "--style", "L0_36_16:0=1",
+                    "--transforms", transforms, "-o", tmp_path / "edit", "--device", "cpu", "--json")
+    assert edited.exit_code == 0, edited.output  # the dict's key astronaut.jpg: the photo of that face
+    np.save(tmp_path / "stranger_latent.npy", np.load(tmp_path / "inv" / "astronaut_latent.npy"))
+    missing = sgtool("expand-fov", tmp_path / "stranger_latent.npy", "-n", SG3, "--all", 8, "--transforms",
+                     transforms, "-o", tmp_path / "fov2", "--device", "cpu")
+    assert missing.exit_code == 2 and "drop --transforms" in missing.stderr and "--aligned" not in missing.stderr

@@ -220,7 +220,7 @@ class _LatentFileEditor:
             return None
         name = key if key is not None else item.source
         if self.transforms is not None:
-            return self.transforms.require(name, "pass --aligned to render the aligned view")
+            return self.transforms.require(name, "pass --aligned to render the aligned view", latent=True)
         folder = item.source.parent
         if folder not in self._beside:
             self._beside[folder] = TransformTable.beside(item.source)

@@ -157,8 +157,8 @@ class _Expander:
         matrix = None
         if table is not None:
             matrix = (table.require(lookup, "drop --transforms to expand the aligned view (or the view invert.json "
-                                    "beside the latents records)")
-                      if self.transforms is not None else table.find(lookup))
+                                    "beside the latents records)", latent=True)
+                      if self.transforms is not None else table.find(lookup, latent=True))
         base = torch.from_numpy(matrix.astype(np.float32)) if matrix is not None else None
         return FovSource(name, torch.from_numpy(latent), base, key)
 

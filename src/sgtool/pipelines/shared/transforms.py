@@ -74,20 +74,20 @@ class TransformTable:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def entry(self, name) -> TransformEntry | None:
-        """The exact file name first (x.png and x.jpg may both be listed), else the stem, else the photo whose
-        largest face it is (`invert photo.jpg` writes photo_latent.npy of photo_face0_aligned.png)."""
+    def entry(self, name, latent: bool = False) -> TransformEntry | None:
+        """The exact file name first (x.png and x.jpg may both be listed), else the stem; for a `latent` name, else
+        the photo whose largest face it is (`invert photo.jpg` writes photo_latent.npy of photo_face0_aligned.png)."""
         return (self._by_name.get(Path(str(name)).name) or self._by_stem.get(stem(name))
-                or self._by_photo.get(stem(name)))
+                or (self._by_photo.get(stem(name)) if latent else None))
 
-    def find(self, name) -> np.ndarray | None:
+    def find(self, name, latent: bool = False) -> np.ndarray | None:
         """inv(T) for `name`, or None when the table has no entry for it."""
-        entry = self.entry(name)
+        entry = self.entry(name, latent)
         return None if entry is None else entry.inverse_transform
 
-    def require(self, name, fix: str) -> np.ndarray:
+    def require(self, name, fix: str, latent: bool = False) -> np.ndarray:
         """inv(T) for `name`; `fix`, what the command's user can do instead, ends the error when there is none."""
-        matrix = self.find(name)
+        matrix = self.find(name, latent)
         if matrix is None:
             known = ", ".join(e.name for e in self.entries[:3]) + (" ..." if len(self.entries) > 3 else "")
             raise SgtoolError(f"no landmarks transform for {Path(str(name)).name!r} in {self.source} (it has "
