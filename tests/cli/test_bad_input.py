@@ -230,11 +230,16 @@ def test_crafted_checkpoints(corpus, craft, needle, command):
 
 # --- 7. misleading messages ---------------------------------------------------------------------------------
 
-def test_encoder_given_as_generator_says_so(corpus):
+def test_encoder_without_its_decoder_given_as_generator_says_so(corpus):
+    import torch
+
     root, files = corpus
-    for args in (["generate", "-n", str(files["encoder"]), "-o", str(root / "out-enc")],
-                 ["info", str(files["encoder"])]):
-        _check(runner.invoke(app, args), 2, "encoder checkpoint", "pass it as --encoder")
+    checkpoint = torch.load(files["encoder"], map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
+    torch.save(checkpoint, root / "encoder_only.pt")
+    for args in (["generate", "-n", str(root / "encoder_only.pt"), "-o", str(root / "out-enc")],
+                 ["info", str(root / "encoder_only.pt")]):
+        _check(runner.invoke(app, args), 2, "encoder checkpoint without its decoder's weights")
 
 
 def test_payload_inside_weight_bytes_is_refused_as_code(corpus, tmp_path):

@@ -158,3 +158,29 @@ def test_latents_of_a_raw_photo_find_its_largest_face_in_alignment_json(tmp_path
     missing = sgtool("expand-fov", tmp_path / "stranger_latent.npy", "-n", SG3, "--all", 8, "--transforms",
                      transforms, "-o", tmp_path / "fov2", "--device", "cpu")
     assert missing.exit_code == 2 and "drop --transforms" in missing.stderr and "--aligned" not in missing.stderr
+
+
+# --- 4. an encoder checkpoint's decoder works wherever a generator does -------------------------------------
+
+
+def test_a_restyle_checkpoints_decoder_is_a_generator_everywhere(tmp_path):
+    from sgtool.pipelines.invert import load_encoder
+
+    checkpoint = golden_dir("encoders", "BackboneEncoder_ckpt.pt")  # stylegan3-editing's ReStyle over StyleGAN3
+    decoder = load_generator(checkpoint)
+    inverter = load_encoder(checkpoint)
+    ws = decoder.mapping(torch.randn(1, decoder.z_dim, generator=torch.Generator().manual_seed(0)), None)
+    with torch.no_grad():
+        assert torch.equal(decoder.synthesis(ws), inverter.generator.synthesis(ws))  # the decoder the encoder uses
+    info = sgtool("info", checkpoint, "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["kind"] == "stylegan3", info.output
+    converted = sgtool("convert", checkpoint, tmp_path / "decoder.pkl")
+    assert converted.exit_code == 0 and "differs by at most 0.00e+00" in converted.stderr, converted.output
+    np.save(tmp_path / "a_latent.npy", ws[0].numpy())
+    edited = sgtool("edit", tmp_path / "a_latent.npy", "-n", checkpoint, "--style", "L0_36_16:0=1",
+                    "-o", tmp_path / "edit", "--device", "cpu")
+    assert edited.exit_code == 0, edited.output
+    refused = sgtool("edit", tmp_path / "a_latent.npy", "-e", checkpoint, "--style", "L0_36_16:0=1",
+                     "-o", tmp_path / "edit2", "--device", "cpu")
+    assert refused.exit_code == 2 and "an encoder checkpoint there renders with its decoder" in \
+        " ".join(refused.stderr.split())

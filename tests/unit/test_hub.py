@@ -538,9 +538,13 @@ def test_bad_registry_is_one_clear_line(env):
 
 def test_resolve_checkpoint_kind_check_and_unknown_name(env):
     _, registry = env
-    write_registry(registry, {"enc": {"kind": "encoder", "urls": ["http://127.0.0.1:9/x"]}})
-    with pytest.raises(SgtoolError, match="enc is an encoder checkpoint, not a generator"):
+    write_registry(registry, {"enc": {"kind": "encoder", "urls": ["http://127.0.0.1:9/x"]},
+                              "dir": {"kind": "direction", "urls": ["http://127.0.0.1:9/x"]}})
+    with pytest.raises(SgtoolError, match="dir is a direction checkpoint, not a generator"):
+        hub.resolve_checkpoint("dir", kind="generator", offline=True)
+    with pytest.raises(SgtoolError, match="offline") as refused:  # an encoder's decoder is a generator: only absent
         hub.resolve_checkpoint("enc", kind="generator", offline=True)
+    assert "not a generator" not in str(refused.value)
     with pytest.raises(SgtoolError, match="neither an existing file nor a model registry name"):
         hub.resolve_checkpoint("no-such-thing", offline=True)
 

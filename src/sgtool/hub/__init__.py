@@ -67,7 +67,8 @@ def resolve_checkpoint(name_or_path, offline: bool | None = None, kind: str | No
     if entry is None:
         raise CheckpointError(f"{name_or_path} is neither an existing file nor a model registry name "
                               "(`sgtool models list` shows the names)")
-    if kind is not None and entry.kind != kind:
+    # An encoder checkpoint holds the generator it inverts into: its decoder serves wherever a generator does.
+    if kind is not None and entry.kind != kind and not (kind == "generator" and entry.kind == "encoder"):
         article = "an" if entry.kind[0] in "aeiou" else "a"
         raise SgtoolError(f"{entry.name} is {article} {entry.kind} checkpoint, not a {kind}; "
                           f"`sgtool models list --kind {kind}` shows the {kind}s")

@@ -73,8 +73,16 @@ def _load_nvidia_pickle(path: Path):
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
-        if any(str(k).startswith("encoder.") for k in obj.get("state_dict", {}) or {}):
-            raise CheckpointError(f"{path} is an encoder checkpoint, not a generator; pass it as --encoder")
+        inner = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else {}
+        if any(str(k).startswith("encoder.") for k in inner):
+            # An encoder checkpoint (stylegan3-editing's ReStyle): its decoder is the generator it inverts into,
+            # taken with the identity input transform as the encoder takes it.
+            decoder = {str(k)[len("decoder."):]: v for k, v in inner.items() if str(k).startswith("decoder.")
+                       and isinstance(v, torch.Tensor) and str(k) != "decoder.synthesis.input.transform"}
+            if not decoder:
+                raise CheckpointError(f"{path} is an encoder checkpoint without its decoder's weights; give the "
+                                      "generator it was trained for")
+            return decoder
         for key in ("G_ema", "state_dict", "generator"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]

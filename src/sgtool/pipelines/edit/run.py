@@ -88,7 +88,8 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
                               "checkpoint or registry name), or --method optimize with --network")
         return EditPlan("photo", settings, [], shard, None, photos)
     if settings.encoder:
-        raise SgtoolError("--encoder is for photo inputs (inverted first); latent files are edited with --network")
+        raise SgtoolError("--encoder is for photo inputs (inverted first); latent files are edited with --network "
+                          "(an encoder checkpoint there renders with its decoder)")
     if settings.network is None:
         raise SgtoolError("give --network: the generator the latents belong to (a tuned one too)")
     if settings.sweep and shard is not None:
