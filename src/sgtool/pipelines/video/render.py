@@ -1,5 +1,7 @@
 """`sgtool video`'s last stage: edit, render the unaligned crops, paste them back and encode the videos.
 
+StyleGAN2 has no input transform: it renders the aligned faces, which are pasted back along their own quads.
+
 The frames are decoded a third time and streamed: only one batch of frames is held at full size.
 """
 
@@ -42,10 +44,11 @@ class _Paster:
         self.need_edit = bool(edits) and bool({"output", "edited", "side_by_side"} & outputs)
         self.selfie = SelfieSegmenter() if settings.mask.selfie else None
         self.stitch_changes: list[float] = []
+        self.unaligned = generator.kind == "stylegan3"
 
     def batch(self, frames: list[int], decoded, latents: np.ndarray, alignment: Alignment) -> None:
         ws = torch.from_numpy(np.array(latents[frames[0]:frames[-1] + 1], dtype=np.float32))
-        inverse = torch.from_numpy(alignment.inverse_transform[frames].astype(np.float32))
+        inverse = torch.from_numpy(alignment.inverse_transform[frames].astype(np.float32)) if self.unaligned else None
         recon = render(self.generator, ws, inverse) if self.need_recon else None
         edited, edited_code = recon, ws
         if self.need_edit:
@@ -57,22 +60,24 @@ class _Paster:
                 raise SgtoolError(f"{self.clip.source} yielded fewer frames than before ({t} < "
                                   f"{self.clip.frame_count}); pass --force")
             self.frame(t, frame, alignment, to_uint8(recon[k:k + 1])[0] if recon is not None else None,
-                       edited[k] if edited is not None else None, code_item(edited_code, k), inverse[k])
+                       edited[k] if edited is not None else None, code_item(edited_code, k),
+                       inverse[k] if inverse is not None else None)
 
     def frame(self, t: int, frame: np.ndarray, alignment: Alignment, recon, edited, edited_code, inverse) -> None:
         settings, size = self.settings, self.clip.crop_size
         crop = read_image(alignment.crop_path(t))
+        rendered = crop if self.unaligned else read_image(alignment.aligned_path(t))  # what the render shows
+        quad = alignment.crop_quad[t] if self.unaligned else alignment.quad[t]
         landmarks = quad_global(alignment.quad[t], alignment.mask_local[t])
         person = self.selfie(frame) if self.selfie is not None else None
         mask, roi = head_mask(landmarks, frame.shape, settings.mask, person)
         edited_img = to_uint8(edited[None])[0] if edited is not None else None
         if settings.stitch_steps and self.edits and edited_img is not None:
-            inside = head_mask_in_render(landmarks, alignment.crop_quad[t], self.generator.img_resolution,
-                                         settings.mask)
-            edited_img, change = stitch_frame(self.generator, edited_code, inverse, edited, crop, inside,
+            inside = head_mask_in_render(landmarks, quad, self.generator.img_resolution, settings.mask)
+            edited_img, change = stitch_frame(self.generator, edited_code, inverse, edited, rendered, inside,
                                               settings.stitch_steps, settings.stitch_lr)
             self.stitch_changes.append(change)
-        pasted = paste(frame, edited_img, alignment.crop_quad[t], mask, roi) if edited_img is not None else frame
+        pasted = paste(frame, edited_img, quad, mask, roi) if edited_img is not None else frame
         self.videos.write("output", pasted)
         if "side_by_side" in self.videos.writers:
             self.videos.write("side_by_side", np.concatenate([frame, pasted], axis=1))

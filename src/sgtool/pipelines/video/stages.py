@@ -207,9 +207,13 @@ def tune_clip(clip: Clip, entry: StageEntry, products: dict):
     generator = clip.models.generator
     resolution = generator.img_resolution
     picks = tune_picks(clip.frame_count, clip.options.tune_frames)
-    targets = [TuneTarget(name=f"frame{t:06d}", image=generator_target(read_image(alignment.crop_path(t)), resolution),
+    unaligned = generator.kind == "stylegan3"  # StyleGAN2 has no input transform: its aligned faces are the targets
+    targets = [TuneTarget(name=f"frame{t:06d}",
+                          image=generator_target(read_image(alignment.crop_path(t) if unaligned
+                                                            else alignment.aligned_path(t)), resolution),
                           latent=torch.from_numpy(np.array(latents[t])),
-                          transform=torch.from_numpy(alignment.inverse_transform[t].astype(np.float32)),
+                          transform=torch.from_numpy(alignment.inverse_transform[t].astype(np.float32))
+                          if unaligned else None,
                           source=f"frame {t}") for t in picks]
     clip.reporter.start("tune (PTI)", clip.options.tune.steps)
     summary = tune_and_save(generator, targets, clip.options.tune, entry.dir, network=clip.models.name,

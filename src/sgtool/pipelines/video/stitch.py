@@ -26,11 +26,11 @@ def head_mask_in_render(landmarks: np.ndarray, crop_quad: np.ndarray, resolution
     return inside
 
 
-def stitch_frame(generator, code, inverse_transform: torch.Tensor, edited: torch.Tensor,
+def stitch_frame(generator, code, inverse_transform: torch.Tensor | None, edited: torch.Tensor,
                  crop: np.ndarray, inside: np.ndarray, steps: int, lr: float) -> tuple[np.ndarray, float]:
     """`steps` Adam steps on a copy of `generator` for one frame: its render of `code` (W+ or S, a batch of
-    one) should equal the
-    original `crop` (uint8) where `inside` is 0 and the edited render `edited` ([3, R, R]) where it is 1.
+    one; through `inverse_transform`, None for StyleGAN2's aligned render) should equal the original `crop`
+    (uint8) where `inside` is 0 and the edited render `edited` ([3, R, R]) where it is 1.
     Returns (the stitched crop as uint8, its mean change from the plain edit)."""
     from ..tune.pti import tunable_parameters
 
@@ -44,7 +44,7 @@ def stitch_frame(generator, code, inverse_transform: torch.Tensor, edited: torch
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=lr)
-    transform = inverse_transform[None].to(device)
+    transform = inverse_transform[None].to(device) if inverse_transform is not None else None
     with torch.enable_grad():
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
