@@ -40,7 +40,10 @@ PHOTO_RECORD = "photo_edits.json"  # the photos and settings of the photo runs i
 CACHE_DIR = "faces"
 GRID_WIDTH = 768  # photos are shrunk to at most this width in sweep grids
 # The settings a re-run (`sgtool edit OUTDIR --edit ...`) takes from the record unless given again.
-RECORDED = ("network", "encoder", "faces", "tune_steps", "pti", "invert", "mask", "jpeg_quality", "device")
+# What a re-edit of a photo folder takes from its record unless given again: the models, how faces were found,
+# inverted and tuned, and where edit names come from (--direction NAME=FILE, the CLIP of text edits).
+RECORDED = ("network", "encoder", "faces", "tune_steps", "pti", "invert", "mask", "jpeg_quality", "device",
+            "directions", "directions_dir", "direction_set", "clip_directions", "clip", "clip_weights", "templates")
 
 
 @dataclass
