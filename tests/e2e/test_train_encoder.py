@@ -227,6 +227,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     result = train(*common, "-o", tmp_path / "two", env=env, launcher=torchrun)
     summary = json.loads((tmp_path / "two" / "run.json").read_text())["summary"]
     assert summary["world_size"] == 2
+    assert json.loads(result.stdout)["world_size"] == 2  # one summary: the main process reports, the other not
     digests = summary["rank_parameter_digests"]
     assert len(digests) == 2 and digests[0] == digests[1], result.stdout
     one, two = trained(load(tmp_path / "one/checkpoints/step_0000003.pt")), \

@@ -19,6 +19,8 @@ def train_encoder(settings: TrainEncoderSettings, run: Run):
 
     with reporting(run.json, transient=False) as reporter:
         summary = run_training(settings, given=run.given, reporter=reporter)
+    if summary is None:  # another process of a torchrun job: the main one reports
+        return
     best = f"best {summary['best_val_loss']:.4f}" if summary["best_val_loss"] is not None else "no validation"
     run.report(summary, f"{summary['outdir']}: {summary['steps']} steps ({summary['world_size']} process(es)), "
                         f"{best}; encoder {summary['best']}")

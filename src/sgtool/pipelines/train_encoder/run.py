@@ -398,8 +398,9 @@ class Trainer:
 
 
 def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = frozenset(),
-                  reporter: Reporter = SILENT) -> dict:
-    """Train (or with settings.resume, continue) an encoder; returns the run's summary."""
+                  reporter: Reporter = SILENT) -> dict | None:
+    """Train (or with settings.resume, continue) an encoder; returns the run's summary (under torchrun, on the main
+    process only: the others return None)."""
     resume = None
     if settings.resume is not None:
         settings, resume = resume_settings(settings, set(given))
@@ -413,7 +414,8 @@ def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = 
     ctx = setup(resolve_device(settings.device))
     try:
         trainer = Trainer(settings, ctx, reporter if ctx.main else SILENT, resume)
-        return trainer.run()
+        summary = trainer.run()
+        return summary if ctx.main else None
     finally:
         teardown(ctx)
 
