@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
@@ -191,6 +192,13 @@ def reporting(quiet: bool, transient: bool = True) -> Iterator[Reporter]:
             yield RichReporter(bars)
     else:
         yield LineReporter(quiet)
+
+
+def record_file(summary: dict, name: str) -> str:
+    """Where a batch wrote its record `name` (a shard writes invert-shard1of2.json for invert.json)."""
+    from ..utils.batch import parse_shard, shard_file_name
+
+    return str(Path(summary["outdir"]) / shard_file_name(name, parse_shard(summary["shard"])))
 
 
 def finish_batch(run, summary: dict, message: str) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..settings import EditSettings
-from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
+from .common import ShardOpt, finish_batch, record_file, reporting, resolve_checkpoints
 from .options import Run, command
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def edit(settings: EditSettings, run: Run,
 
 def _message(plan: EditPlan, summary: dict) -> str:
     out = Path(plan.settings.outdir)
-    counts, record = summary["counts"], summary["record"]
+    counts, record = summary["counts"], record_file(summary, "edits.json")
     if plan.task == "photo":
         return f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in {record})"
     grid = f", grid {summary['grid']}" if summary["grid"] else ""

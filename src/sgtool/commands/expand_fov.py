@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import ExpandFovSettings
-from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
+from .common import ShardOpt, finish_batch, record_file, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -34,4 +34,4 @@ def expand_fov(settings: ExpandFovSettings, run: Run,
             run.say(f"{entry['name']}: {entry['image']} ({entry['size'][0]}x{entry['size'][1]})")
     counts = summary["counts"]
     finish_batch(run, summary, f"expanded {counts['ok']} input(s) into {out}/ ({counts['failed']} failed; record "
-                               f"in {summary['record']})")
+                               f"in {record_file(summary, 'expand_fov.json')})")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..settings import InvertSettings
-from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints, results
+from .common import ShardOpt, finish_batch, record_file, reporting, resolve_checkpoints, results
 from .options import Run, command
 
 
@@ -28,7 +28,7 @@ def invert(settings: InvertSettings, run: Run,
     counts = summary["counts"]
     out = Path(settings.outdir)
     finish_batch(run, summary, f"inverted {counts['ok']} image(s) into {out}/ ({counts['skipped']} skipped, "
-                               f"{counts['failed']} failed; record in {summary['record']})")
+                               f"{counts['failed']} failed; record in {record_file(summary, 'invert.json')})")
 
 
 def _metrics_table(summary: dict) -> Table:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..settings import TuneSettings
-from .common import ShardOpt, finish_batch, reporting, resolve_checkpoints
+from .common import ShardOpt, finish_batch, record_file, reporting, resolve_checkpoints
 from .options import Run, command
 
 
@@ -29,7 +29,7 @@ def tune(settings: TuneSettings, run: Run,
     if "items" in summary:  # a folder tuned image by image
         counts = summary["counts"]
         message = (f"tuned {counts['ok']} image(s) into {settings.outdir}/<name>/ ({counts['failed']} failed, "
-                   f"{counts['not_run']} not run; record in {summary['record']})")
+                   f"{counts['not_run']} not run; record in {record_file(summary, 'tune.json')})")
         if summary["exit_code"] == 130:
             message += "; interrupted: run the same command again to resume"
     elif summary["status"] == "interrupted":

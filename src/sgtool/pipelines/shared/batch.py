@@ -172,8 +172,7 @@ class BatchReport:
     def write(self, summary_file: str, settings: dict | None = None, earlier: list[dict] = (), **extra) -> dict:
         """Write the command's summary (per shard) and, for a shard, its manifest; returns the summary."""
         summary = self.summary(settings, earlier, **extra)
-        record = write_json(summary, self.outdir / shard_file_name(summary_file, self.shard))
-        summary["record"] = str(record)  # returned, not written: invert-shard1of2.json for a shard
+        write_json(summary, self.outdir / shard_file_name(summary_file, self.shard))
         if self.shard is not None:
             summary["manifest"] = str(write_manifest(self.outdir, self.command, self.shard, self.items(),
                                                      inputs_total=self.inputs_total, summary_file=summary_file))
