@@ -22,8 +22,8 @@ def run(steps: int, outdir: Path, processes: int) -> dict:
     launcher = ["-m", "sgtool"] if processes == 1 else \
         ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "-m", "sgtool"]
     args = ["train-encoder", "-n", str(GOLDEN), "--synthetic", "--arch", "restyle-psp", "--backbone", "ir-se50",
-            "--backbone-init", "random", "--id-loss", "none", "--lpips-lambda", "0.8", "--set",
-            "lpips_random_backbone=true", "--iterations", "1", "--batch-size", "2", "--steps", str(steps),
+            "--backbone-init", "random", "--id-loss", "none", "--lpips-weight", "0.8", "--set",
+            "lpips_random_backbone=true", "--encoder-steps", "1", "--batch-size", "2", "--steps", str(steps),
             "--val-every", str(steps), "--save-every", str(steps), "--set", "test_images=2", "--workers", "0",
             "--device", "cpu", "-o", str(outdir), "--json"]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // processes)))

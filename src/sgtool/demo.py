@@ -163,7 +163,7 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
               "2_invert/astronaut_recon_unaligned.png"]),
         Step("Tune", "Pivotal Tuning: fine-tune the generator around the pivot latent, unaligned crop as target.",
              ["tune", "1_align/astronaut_face0_crop.png", "--latents", "2_invert/astronaut_latent.npy", "--network",
-              net, "--transforms", "1_align/alignment.json", "--steps", "20", "-o", "3_tune", *tune_lpips, *extra],
+              net, "--transforms", "1_align/alignment.json", "--tune-steps", "20", "-o", "3_tune", *tune_lpips, *extra],
              ["3_tune/astronaut_face0_crop_before.png", "3_tune/astronaut_face0_crop_after.png",
               "3_tune/loss_curve.png"]),
         Step("Discover directions", "SeFa: edit directions from the generator's own weights, no classifier.",
@@ -179,12 +179,12 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
               "--all", "16", "-o", "5_expand", *extra],
              ["5_expand/astronaut_sefa0+4_fov.png"]),
         Step("Video", "Track, align, invert, smooth, edit and paste back into every frame; audio kept.",
-             ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--steps", "1",
+             ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--encoder-steps", "1",
               "-o", "6_video", *extra],
              ["6_video/side_by_side.mp4", "6_video/output.mp4"]),
         Step("Edit the photo", "The whole photo back, every face aligned, inverted, tuned (PTI on its own crop), "
              "edited and pasted in; the rest of the photo untouched.",
-             ["edit", str(SAMPLE), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--tune",
+             ["edit", str(SAMPLE), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--tune-steps",
               "10", "-o", "7_photo", *(["--set", "pti.lpips_random_backbone=true"] if models.test else []), *extra],
              ["7_photo/astronaut_sefa0+4_side_by_side.png"]),
     ]

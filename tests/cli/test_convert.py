@@ -34,7 +34,7 @@ def test_nvidia_pickle_to_rosinality_to_sgtool_renders_the_same(tmp_path, golden
     assert any("channel widths" in n for n in report["notes"]) and any("clamp" in n for n in report["notes"])
     record = json.loads((tmp_path / "g.pt.json").read_text())
     assert record == report and record["input"] == str(pkl)
-    assert record["settings"] == {"to": None, "verify": True, "device": "cpu", "kernels": "auto"}
+    assert record["settings"] == {"to": None, "verify": True, "device": "auto", "kernels": "auto"}
 
     raw = torch.load(tmp_path / "g.pt", map_location="cpu", weights_only=True)  # plain tensors, loadable anywhere
     assert set(raw) == {"g_ema", "latent_avg"} and "convs.0.conv.blur.kernel" in raw["g_ema"]

@@ -60,8 +60,8 @@ class GenerateSettings(Runtime):
 class InfoSettings(Runtime):
     arch: Annotated[Literal["stylegan3-t", "stylegan3-r", "stylegan2"] | None, Cli()] = Field(
         None, description="architecture preset for bare state dicts whose shapes are ambiguous")
-    device: Annotated[Device, Cli()] = Field("cpu", description="where the checkpoint is loaded: cpu, cuda, "
-                                             "cuda:N or auto")
+    device: Annotated[Device, Cli()] = Field("auto", description="where the checkpoint is loaded: auto, cpu, cuda, "
+                                             "cuda:N")
     kernels: Annotated[Kernels, Cli()] = Field("auto", description="op backend: auto, ref or jit; without a "
                                                "CHECKPOINT: report the kernels built and used here with it")
 
@@ -71,8 +71,8 @@ class ConvertSettings(Runtime):
         None, description="target layout (null: from OUT's extension: .pkl, .pt/.pth, .safetensors)")
     verify: Annotated[bool, Cli()] = Field(True, description="load the written file back and compare a render "
                                            "(seed 0) with the source's")
-    device: Annotated[Device, Cli()] = Field("cpu", description="where the generator is loaded and checked: "
-                                             "cpu, cuda, cuda:N or auto")
+    device: Annotated[Device, Cli()] = Field("auto", description="where the generator is loaded and checked: "
+                                             "auto, cpu, cuda or cuda:N")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class EditSettings(EditOptions, Runtime):
                                                             "aligned and inverted first)")
     faces: Annotated[IndexList, Cli("--face", metavar="LIST")] = Field(
         None, description="photo inputs: which faces, largest first, e.g. 0 or 0-2 (null: every face)")
-    tune_steps: Annotated[int, Cli("--tune", metavar="STEPS")] = Field(
+    tune_steps: Annotated[int, Cli(hidden=("--tune",), metavar="STEPS")] = Field(
         0, ge=0, le=100_000, description="photo inputs: PTI steps per face on its unaligned crop (0: none)")
     pti: PtiOptions = Field(default_factory=lambda: PtiOptions(save_every=None),
                             description="PTI of --tune (its steps come from --tune)")

@@ -23,7 +23,7 @@ class ClipOptions(Settings):
     max_frames: Annotated[int | None, Cli()] = Field(None, ge=1, description="process at most N frames")
     fps: Annotated[float | None, Cli()] = Field(None, gt=0, le=1000, description="resample the clip to this "
                                                 "frame rate (null: keep the source's)")
-    face_index: Annotated[int, Cli()] = Field(0, ge=0, le=1000, description="which face when several: 0 = the "
+    face: Annotated[int, Cli(hidden=("--face-index",)), Renamed("face_index")] = Field(0, ge=0, le=1000, description="which face when several: 0 = the "
                                               "largest in the first frame with faces")
     min_face_size: float = Field(48, ge=4, description="ignore faces smaller than this many pixels")
     recipe: Literal["ffhq", "eyes"] = Field("ffhq", description="alignment recipe")

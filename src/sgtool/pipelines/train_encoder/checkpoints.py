@@ -35,33 +35,33 @@ def reference_opts(settings: TrainEncoderSettings, generator, network: str, w_en
     s = settings
     encoder_type = ENCODER_TYPES[(s.arch, s.encoder_backbone)]
     base = dict(_COMMON, exp_dir=str(s.outdir), encoder_type=encoder_type, batch_size=s.batch_size,
-                workers=s.workers, learning_rate=s.lr, optim_name=s.optimizer, l2_lambda=s.l2_lambda,
-                lpips_lambda=s.lpips_lambda, id_lambda=s.id_lambda if s.id_loss == "arcface" else 0.0,
+                workers=s.workers, learning_rate=s.lr, optim_name=s.optimizer, l2_lambda=s.l2_weight,
+                lpips_lambda=s.lpips_weight, id_lambda=s.id_weight if s.id_loss == "arcface" else 0.0,
                 stylegan_weights=network, max_steps=s.steps, val_interval=s.val_every, save_interval=s.save_every)
-    moco = s.id_lambda if s.id_loss == "moco" else 0.0
-    e4e = dict(w_discriminator_lambda=s.w_discriminator_lambda, w_discriminator_lr=s.w_discriminator_lr, r1=s.r1,
+    moco = s.id_weight if s.id_loss == "moco" else 0.0
+    e4e = dict(w_discriminator_lambda=s.w_discriminator_weight, w_discriminator_lr=s.w_discriminator_lr, r1=s.r1,
                d_reg_every=s.d_reg_every, use_w_pool=s.w_pool_size > 0, w_pool_size=s.w_pool_size,
-               delta_norm=s.delta_norm, delta_norm_lambda=s.delta_norm_lambda,
+               delta_norm=s.delta_norm, delta_norm_lambda=s.delta_norm_weight,
                progressive_steps=progressive_steps(s, generator.num_ws), progressive_start=s.progressive_start,
                progressive_step_every=s.progressive_step_every, save_training_data=False, sub_exp_dir=None,
                resume_training_from_ckpt=None, update_param_list=None)
     if s.arch.startswith("restyle"):
-        opts = dict(base, input_nc=6, output_size=int(generator.img_resolution), n_iters_per_batch=s.iterations,
-                    start_from_latent_avg=True, w_norm_lambda=s.w_norm_lambda, moco_lambda=moco,
+        opts = dict(base, input_nc=6, output_size=int(generator.img_resolution), n_iters_per_batch=s.encoder_steps,
+                    start_from_latent_avg=True, w_norm_lambda=s.w_norm_weight, moco_lambda=moco,
                     max_val_batches=None)
         if s.arch == "restyle-e4e":
             opts.update(e4e, truncation_psi=1)
         return opts
     if s.arch == "psp":
         return dict(base, input_nc=3, label_nc=0, output_size=int(generator.img_resolution),
-                    start_from_latent_avg=True, learn_in_w=False, w_norm_lambda=s.w_norm_lambda,
+                    start_from_latent_avg=True, learn_in_w=False, w_norm_lambda=s.w_norm_weight,
                     lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco, use_wandb=False, resize_factors=None,
                     n_styles=generator.num_ws)
     if s.arch == "e4e":
         return dict(base, start_from_latent_avg=True, lpips_type="alex", stylegan_size=int(generator.img_resolution),
                     keep_optimizer=False, **e4e)
     return dict(base, dataset_type="ffhq_hypernet", input_nc=6, output_size=int(generator.img_resolution),
-                moco_lambda=moco, max_val_batches=None, n_iters_per_batch=s.iterations, load_w_encoder=True,
+                moco_lambda=moco, max_val_batches=None, n_iters_per_batch=s.encoder_steps, load_w_encoder=True,
                 w_encoder_checkpoint_path=str(s.w_encoder), w_encoder_type=type(w_encoder).__name__,
                 layers_to_tune=s.layers_to_tune, n_hypernet_outputs=len(generator_layers(generator)))
 

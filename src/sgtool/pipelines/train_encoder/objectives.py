@@ -46,7 +46,7 @@ class MocoFeatures(nn.Module):
 
 
 def identity_model(settings: TrainEncoderSettings, weights, device):
-    if settings.id_loss == "none" or settings.id_lambda == 0:
+    if settings.id_loss == "none" or settings.id_weight == 0:
         return None
     if weights is None:
         raise SgtoolError("the identity loss needs its weights; pass --id-weights or --id-loss none")
@@ -101,40 +101,40 @@ class Objectives:
         total = y_hat.new_zeros(())
         l2 = F.mse_loss(y_hat, y)
         logs["loss_l2"] = float(l2.detach())
-        total = total + s.l2_lambda * l2
-        if self.lpips is not None and s.lpips_lambda > 0:
+        total = total + s.l2_weight * l2
+        if self.lpips is not None and s.lpips_weight > 0:
             lp = self.lpips(y_hat, y).mean()
             logs["loss_lpips"] = float(lp.detach())
-            total = total + s.lpips_lambda * lp
+            total = total + s.lpips_weight * lp
         if self.id_model is not None:
             if batch.id_target is None:
                 with torch.no_grad():
                     batch.id_target = self.id_model.embed(y)
             similarity = (self.id_model.embed(y_hat) * batch.id_target).sum(dim=1).mean()
             logs["loss_id"] = float((1 - similarity).detach())
-            total = total + s.id_lambda * (1 - similarity)
-        if s.w_norm_lambda > 0:
+            total = total + s.id_weight * (1 - similarity)
+        if s.w_norm_weight > 0:
             w_norm = torch.linalg.vector_norm(codes - self.latent_avg, dim=(1, 2)).mean()
             logs["loss_w_norm"] = float(w_norm.detach())
-            total = total + s.w_norm_lambda * w_norm
-        if s.latent_lambda > 0 and batch.latents is not None:
+            total = total + s.w_norm_weight * w_norm
+        if s.latent_weight > 0 and batch.latents is not None:
             latent = F.mse_loss(codes, batch.latents)
             logs["loss_latent"] = float(latent.detach())
-            total = total + s.latent_lambda * latent
-        if task is not None and task.progressive and s.delta_norm_lambda > 0:
+            total = total + s.latent_weight * latent
+        if task is not None and task.progressive and s.delta_norm_weight > 0:
             delta = progressive_deltas(codes, getattr(task.encoder, "active_styles", None), s.delta_norm)
             logs["loss_delta"] = float(delta.detach())
-            total = total + s.delta_norm_lambda * delta
+            total = total + s.delta_norm_weight * delta
         if self.discriminator is not None and task is not None:
             dims = task.discriminated_styles()
             adversarial = sum(F.softplus(-self.discriminator(codes[:, i])).mean() for i in dims) / len(dims)
             logs["loss_adversarial"] = float(adversarial.detach())
-            total = total + s.w_discriminator_lambda * adversarial
+            total = total + s.w_discriminator_weight * adversarial
         logs["loss"] = float(total.detach())
         return total, logs
 
 
 def make_discriminator(settings: TrainEncoderSettings, generator) -> LatentCodesDiscriminator | None:
-    if settings.arch not in ("e4e", "restyle-e4e") or settings.w_discriminator_lambda == 0:
+    if settings.arch not in ("e4e", "restyle-e4e") or settings.w_discriminator_weight == 0:
         return None
     return LatentCodesDiscriminator(generator.w_dim, 4)

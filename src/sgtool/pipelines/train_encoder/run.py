@@ -25,6 +25,7 @@ from ...models.encoders import read_encoder_checkpoint
 from ...models.encoders.sg2_encoders import build_sg2_encoder
 from ...progress import SILENT, Reporter
 from ...settings import TrainEncoderSettings
+from ...settings.base import old_names
 from ...utils.io import digest, file_identity, image_grid, save_image, to_uint8, write_json
 from . import checkpoints as ckpts
 from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
@@ -47,7 +48,9 @@ def resume_settings(settings: TrainEncoderSettings, given: set[str]) -> tuple[Tr
     if not record.is_file():
         raise SgtoolError(f"--resume {run}: not a training run (no run.json); pass the -o folder of a "
                           "train-encoder run")
-    saved = json.loads(record.read_text())["settings"]
+    renames = old_names(TrainEncoderSettings)  # a run recorded before a setting was renamed
+    saved = {renames.get(k, k): v for k, v in json.loads(record.read_text())["settings"].items()}
+    given = {renames.get(k, k) for k in given}
     current = settings.model_dump(mode="json")
     changed = sorted(k for k in given if k in saved and current.get(k) != saved[k] and k not in RESUMABLE_CHANGES)
     if changed:
@@ -71,7 +74,7 @@ class Trainer:
         check_generator(settings, generator, network)
         self.generator = generator.eval().requires_grad_(False)
         self.network = network
-        settings = settings.model_copy(update={"iterations": default_iterations(settings, generator)})
+        settings = settings.model_copy(update={"encoder_steps": default_iterations(settings, generator)})
         self.s = settings
         tuned = tuned_layers(settings, generator) if settings.arch == "hyperstyle" else None
         torch.manual_seed(settings.seed)  # the initial weights depend on the seed alone
@@ -84,9 +87,9 @@ class Trainer:
         self.w_encoder, latent_avg = self._start_codes(generator, device)
         self.discriminator = make_discriminator(settings, generator)
         lpips_model = (load_lpips("alex", device, random_backbone=settings.lpips_random_backbone, seed=settings.seed)
-                       if settings.lpips_lambda > 0 else None)
+                       if settings.lpips_weight > 0 else None)
         id_weights = settings.id_weights
-        if settings.id_loss != "none" and settings.id_lambda > 0 and id_weights is None:
+        if settings.id_loss != "none" and settings.id_weight > 0 and id_weights is None:
             from ...hub import resolve_reference
 
             id_weights = resolve_reference("arcface-ir-se50" if settings.id_loss == "arcface" else "moco-v2-resnet50",

@@ -49,8 +49,8 @@ class Batch:
 def default_iterations(settings: TrainEncoderSettings, generator) -> int:
     if settings.arch in ("psp", "e4e"):
         return 1
-    if settings.iterations is not None:
-        return settings.iterations
+    if settings.encoder_steps is not None:
+        return settings.encoder_steps
     return 3 if generator.kind == "stylegan3" else 5
 
 

@@ -236,7 +236,7 @@ def read_tuned(clip: Clip, entry: StageEntry, products: dict):
 # ---------------------------------------------------------------------------------------------------------
 
 
-TRACK = Stage("track", track_clip, read_track, keyed_by=("start", "end", "max_frames", "fps", "face_index",
+TRACK = Stage("track", track_clip, read_track, keyed_by=("start", "end", "max_frames", "fps", "face",
                                                           "min_face_size"),
               identity=lambda clip: file_identity(clip.source))
 ALIGN = Stage("align", align_clip, read_alignment, keyed_by=("recipe", "landmark_smoothing", "size", "supersample"))

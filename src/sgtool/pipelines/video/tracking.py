@@ -98,7 +98,7 @@ def track_clip(clip, entry: StageEntry, products: dict) -> Track:
         from ..align.faces import default_finder
 
         clip.finder = default_finder()
-    tracker = FaceTracker(clip.options.face_index, lost_after=int(round(2 * float(clip.fps))))
+    tracker = FaceTracker(clip.options.face, lost_after=int(round(2 * float(clip.fps))))
     if any(done["found"]):
         tracker.previous = _box(np.asarray(done["landmarks"][int(np.flatnonzero(done["found"])[-1])]))
     shape, count, most_faces, last_save = None, 0, 0, time.perf_counter()
@@ -145,9 +145,9 @@ def read_track(clip, entry: StageEntry, products: dict) -> Track:
                   width=int(record["width"]), height=int(record["height"]))
     most = int(record.get("most_faces") or 0)
     if not track.found.any() and most:
-        raise SgtoolError(f"--face-index {clip.options.face_index} asks for face {clip.options.face_index + 1} "
+        raise SgtoolError(f"--face {clip.options.face} asks for face {clip.options.face + 1} "
                           f"(largest first), but {clip.source} shows at most {most} face(s) in a frame; use "
-                          f"--face-index 0 to {most - 1}")
+                          f"--face 0 to {most - 1}")
     if not track.found.any():
         raise SgtoolError(f"no face found in any of the {len(track.found)} frames of {clip.source}; give a clip with "
                           f"a visible face (faces smaller than --min-face-size {clip.options.min_face_size:g} px are "
