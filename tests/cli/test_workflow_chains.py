@@ -214,3 +214,25 @@ def test_video_with_a_stylegan2_e4e_renders_the_aligned_face_and_pastes_it_back(
     assert len(frames) == len(original) == 4
     changed = np.abs(frames[0].astype(int) - original[0].astype(int)).max(axis=2) > 40
     assert 0 < changed.mean() < 0.5  # the face pasted back, the rest of the frame kept
+    # Another edit of the clip into the same folder reuses the cached stages; the first edit's videos are kept.
+    again = sgtool("video", clip, "-e", encoder, "--direction", f"d={tmp_path / 'd.npy'}", "--edit", "d=-3",
+                   "--outputs", "output,recon", "-o", tmp_path / "v", "--device", "cpu")
+    assert again.exit_code == 0, again.output
+    kept = list((tmp_path / "v" / "earlier").glob("*/output.mp4"))
+    assert len(kept) == 1 and "held the outputs of a run with other settings" in again.stderr
+    assert json.loads((kept[0].parent / "video.json").read_text())["settings"]["edits"] == ["d=+3"]
+
+
+# --- outputs never overwrite silently ------------------------------------------------------------------------
+
+
+def test_a_second_generate_into_a_folder_adds_seeds_or_refuses_other_settings(tmp_path):
+    out = tmp_path / "gen"
+    assert sgtool("generate", "-n", "tiny-stylegan2", "--seeds", "0-1", "-o", out, "--device", "cpu").exit_code == 0
+    assert sgtool("generate", "-n", "tiny-stylegan2", "--seeds", "5", "-o", out, "--device", "cpu").exit_code == 0
+    record = json.loads((out / "generate.json").read_text())
+    assert sorted(image["seed"] for image in record["images"]) == [0, 1, 5]
+    before = (out / "seed0000.png").read_bytes()
+    other = sgtool("generate", "-n", "tiny-stylegan2", "--seeds", "0", "--trunc", "0.5", "-o", out, "--device", "cpu")
+    assert other.exit_code == 2 and "trunc 1.0 there, 0.5 now" in " ".join(other.stderr.split())
+    assert (out / "seed0000.png").read_bytes() == before

@@ -10,6 +10,7 @@ the first `grid_max` images and generate.json lists the first RECORD_LIMIT (the 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -99,6 +100,28 @@ def banner_for_test_model(network: str) -> str:
             "or a registry name (e.g. stylegan3-r-ffhq-1024) for real images.")
 
 
+# Settings that change no image: runs differing only in these add up in one folder.
+SAME_IMAGES = ("outdir", "device", "kernels", "grid", "grid_max", "save_latents", "seeds")
+
+
+def _earlier_images(outdir: Path, settings: GenerateSettings) -> list[dict]:
+    """The image records of an earlier run into `outdir` (kept: runs of more seeds add up). Refused, before any
+    work, when that run made its images with other settings: this one would write over them."""
+    try:
+        earlier = json.loads((outdir / "generate.json").read_text())
+        before = earlier["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = settings.record()
+    differ = [f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(before) | set(now))
+              if k not in SAME_IMAGES and before.get(k) != now.get(k)]
+    if differ:
+        raise SgtoolError(f"{outdir} holds images generated with other settings ({'; '.join(differ[:3])}); give "
+                          "another --outdir, or delete the folder to start it over")
+    images = earlier.get("images")
+    return [r for r in images if isinstance(r, dict)] if isinstance(images, list) else []
+
+
 def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, generator=None) -> dict:
     """Render every seed of `settings.seeds` into `settings.outdir`; returns the generate.json summary.
 
@@ -109,6 +132,7 @@ def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, gen
     from ..device import resolve_device
     from ..models import load_generator
 
+    earlier = _earlier_images(Path(settings.outdir), settings)
     if generator is None:
         if settings.network is None:
             raise SgtoolError("give --network: a generator checkpoint, a registry name (`sgtool models list`) or a "
@@ -135,6 +159,8 @@ def generate_images(settings: GenerateSettings, reporter: Reporter = SILENT, gen
             reporter.advance(info=f"seed {item.seed}")
     finally:
         reporter.finish()
+    seeds = {record["seed"] for record in records}
+    records = [*[r for r in earlier if r.get("seed") not in seeds][:max(0, RECORD_LIMIT - len(records))], *records]
     summary = {"command": "generate", "network": settings.network, "outdir": str(outdir),
                "settings": settings.record(), "test_model": test_model, "count": count, "images": records,
                "images_listed": len(records), "naming": "seedNNNN.png (seed zero-padded to 4 digits)"}

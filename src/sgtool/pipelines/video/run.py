@@ -8,6 +8,8 @@ tuned_generator.safetensors, video.json); the stages' own results stay in OUTDIR
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def run_video(source, settings: VideoSettings, reporter: Reporter = SILENT, find
     clip = Clip(source, settings.outdir, settings, models, reporter, finder, lpips_model)
     # Loading the models and resolving the edits first: a bad checkpoint or direction fails before any decoding.
     edits = ClipEdits(models.generator, settings, settings.edit_ramp, clip.fps, models.name, prompts)
+    _set_aside_earlier_outputs(Path(settings.outdir), settings, reporter)
     products = run_stages(clip, (*CLIP_STAGES, render_stage(settings, edits)))
     outdir = Path(settings.outdir)
     cache = clip.cache.root
@@ -63,3 +66,28 @@ def run_video(source, settings: VideoSettings, reporter: Reporter = SILENT, find
     }
     write_json(summary, outdir / "video.json")
     return summary
+
+
+# Settings that leave the published outputs as they were: a run differing only in these may replace them.
+SAME_OUTPUTS = ("device", "kernels", "force", "batch_size")
+
+
+def _set_aside_earlier_outputs(outdir: Path, settings: VideoSettings, reporter: Reporter) -> None:
+    """A run with other settings (another edit of the clip, which reuses its cached stages) publishes new videos
+    into OUTDIR: the earlier run's are moved to OUTDIR/earlier/<when it ran>/ first, and a line says so."""
+    record = outdir / "video.json"
+    try:
+        earlier = json.loads(record.read_text())
+        before, outputs = earlier["settings"], earlier["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    now = settings.record()
+    if not isinstance(outputs, dict) or all(before.get(k) == now.get(k) for k in set(before) | set(now)
+                                            if k not in SAME_OUTPUTS):
+        return  # the same run again: the same outputs
+    folder = outdir / "earlier" / time.strftime("%Y%m%d-%H%M%S", time.localtime(record.stat().st_mtime))
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in [*map(Path, outputs.values()), record, outdir / "alignment.json", outdir / "latents.npy"]:
+        if path.is_file() and path.parent.resolve() == outdir.resolve():
+            shutil.move(str(path), folder / path.name)
+    reporter.note(f"{outdir} held the outputs of a run with other settings; they are now in {folder}")
