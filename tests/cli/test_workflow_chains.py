@@ -129,6 +129,12 @@ def test_readme_flow_tunes_the_pivot_against_its_face(width, tmp_path):
     if width == 512:
         to_photo = float(torch.nn.functional.mse_loss(render, generator_target(read_image(photo), 64)[None]))
         assert abs(to_photo - to_face) > 1e-3
+    # ... and the tuned generator edits the pivot, rendered through the transform invert recorded.
+    tuned_generator = tmp_path / "tuned" / "tuned_generator.safetensors"
+    edited = sgtool("edit", tmp_path / "inv" / "photo_latent.npy", "-n", tuned_generator, "--style", "L0_36_16:0=1",
+                    "-o", tmp_path / "edit", "--device", "cpu", "--json")
+    assert edited.exit_code == 0, edited.output
+    assert json.loads(edited.stdout)["items"][0]["entries"][0]["transform"] is not None
 
 
 # --- 3. latents of raw photos find their face in an alignment record; errors name the command's own options --
