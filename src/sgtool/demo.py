@@ -179,8 +179,8 @@ def plan_steps(models: Models, clip: Path) -> list[Step]:
               "--all", "16", "-o", "5_expand", *extra],
              ["5_expand/astronaut_sefa0+4_fov.png"]),
         Step("Video", "Track, align, invert, smooth, edit and paste back into every frame; audio kept.",
-             ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4", "--encoder-steps", "1",
-              "-o", "6_video", *extra],
+             ["video", str(clip), "--encoder", enc, "--network", net, *direction, "--edit", "sefa0=+4",
+              "--encoder-steps", "1", "-o", "6_video", *extra],
              ["6_video/side_by_side.mp4", "6_video/output.mp4"]),
         Step("Edit the photo", "The whole photo back, every face aligned, inverted, tuned (PTI on its own crop), "
              "edited and pasted in; the rest of the photo untouched.",

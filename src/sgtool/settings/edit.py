@@ -85,7 +85,8 @@ class EditSettings(EditOptions, Runtime):
 class MixSettings(Runtime):
     """NVIDIA's style-mixing figure: the --layers style inputs of the column codes over the row codes."""
 
-    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator the latents belong to (required)")
+    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator the latents belong to "
+                                                              "(required)")
     layers: Annotated[IndexList, Cli(metavar="LIST")] = Field(None, description="style inputs taken from the column "
                                                               "code, e.g. 8-15 (fine styles) or 0-3 (coarse)")
     rows: Annotated[Seeds, Cli(metavar="SEEDS", hidden=("--mix-rows",)), Renamed("mix_rows")] = Field(
@@ -136,7 +137,8 @@ class BoundarySettings(Settings):
 class StyleclipDirectionsSettings(ClipModelOptions, Runtime):
     """StyleCLIP's global-direction files (S statistics and each channel's CLIP direction) for any generator."""
 
-    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator to build them for (required)")
+    network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator to build them for "
+                                                              "(required)")
     samples: Annotated[int, Cli()] = Field(300, ge=1, le=100_000, description="images averaged per S channel")
     stats_samples: int = Field(100_000, ge=2, le=10_000_000, description="samples behind the S mean and std")
     strength: float | None = Field(None, gt=0, le=100, description="channel move in stds (null: 5 for faces, 10 "

@@ -60,29 +60,34 @@ class TrainEncoderSettings(Runtime):
                                               "processes")
     grad_accum: Annotated[int, Cli()] = Field(1, ge=1, le=1024, description="micro-batches per step (small GPUs)")
     workers: Annotated[int, Cli()] = Field(4, ge=0, le=64, description="DataLoader workers per process")
-    encoder_steps: Annotated[int | None, Cli(hidden=("--iterations",)), Renamed("iterations")] = Field(None, ge=1, le=20, description="ReStyle / HyperStyle "
-                                                     "iterations per batch (null: 3 for StyleGAN3, 5 otherwise)")
+    encoder_steps: Annotated[int | None, Cli(hidden=("--iterations",)), Renamed("iterations")] = Field(
+        None, ge=1, le=20, description="ReStyle / HyperStyle iterations per batch (null: 3 for StyleGAN3, 5 otherwise)")
     optimizer: Annotated[Literal["ranger", "adam"], Cli()] = Field("ranger", description="ranger (the "
                                                                   "references') or adam")
     lr: Annotated[float, Cli()] = Field(1e-4, gt=0, le=1, description="learning rate")
-    l2_weight: Annotated[float, Cli(hidden=("--l2-lambda",)), Renamed("l2_lambda")] = Field(1.0, ge=0, description="pixel MSE weight")
-    lpips_weight: Annotated[float, Cli(hidden=("--lpips-lambda",)), Renamed("lpips_lambda")] = Field(0.8, ge=0, description="LPIPS (AlexNet) weight")
+    l2_weight: Annotated[float, Cli(hidden=("--l2-lambda",)), Renamed("l2_lambda")] = Field(
+        1.0, ge=0, description="pixel MSE weight")
+    lpips_weight: Annotated[float, Cli(hidden=("--lpips-lambda",)), Renamed("lpips_lambda")] = Field(
+        0.8, ge=0, description="LPIPS (AlexNet) weight")
     lpips_random_backbone: bool = Field(False, description="tests only: LPIPS without ImageNet weights")
     id_loss: Annotated[Literal["arcface", "moco", "none"], Cli()] = Field(
         "arcface", description="identity loss: arcface (faces), moco (other domains) or none")
-    id_weight: Annotated[float, Cli(hidden=("--id-lambda",)), Renamed("id_lambda")] = Field(0.1, ge=0, description="identity loss weight")
+    id_weight: Annotated[float, Cli(hidden=("--id-lambda",)), Renamed("id_lambda")] = Field(
+        0.1, ge=0, description="identity loss weight")
     id_weights: Annotated[BackboneRef, Cli()] = Field(None, description="identity net weights (null: "
                                                       "arcface-ir-se50 or moco-v2-resnet50)")
-    w_norm_weight: Annotated[float, Renamed("w_norm_lambda")] = Field(0.0, ge=0, description="pSp's W-norm weight (distance of the codes from "
-                                 "latent_avg)")
-    latent_weight: Annotated[float, Renamed("latent_lambda")] = Field(0.0, ge=0, description="--synthetic: MSE to the known latents")
+    w_norm_weight: Annotated[float, Renamed("w_norm_lambda")] = Field(
+        0.0, ge=0, description="pSp's W-norm weight (distance of the codes from latent_avg)")
+    latent_weight: Annotated[float, Renamed("latent_lambda")] = Field(
+        0.0, ge=0, description="--synthetic: MSE to the known latents")
     progressive_start: int | None = Field(20_000, ge=0, description="e4e archs: step of the first style offset "
                                           "(null: every style from the start, no delta regularisation)")
     progressive_step_every: int = Field(2_000, ge=1, description="e4e archs: a new style offset every N steps")
     delta_norm: int = Field(2, ge=1, le=2, description="e4e archs: norm of the delta regulariser")
-    delta_norm_weight: Annotated[float, Renamed("delta_norm_lambda")] = Field(2e-4, ge=0, description="e4e archs: delta regulariser weight")
-    w_discriminator_weight: Annotated[float, Renamed("w_discriminator_lambda")] = Field(0.1, ge=0, description="e4e archs: latent discriminator loss weight "
-                                          "(0: no discriminator)")
+    delta_norm_weight: Annotated[float, Renamed("delta_norm_lambda")] = Field(
+        2e-4, ge=0, description="e4e archs: delta regulariser weight")
+    w_discriminator_weight: Annotated[float, Renamed("w_discriminator_lambda")] = Field(
+        0.1, ge=0, description="e4e archs: latent discriminator loss weight (0: no discriminator)")
     w_discriminator_lr: float = Field(2e-5, gt=0, description="latent discriminator Adam learning rate")
     r1: float = Field(10.0, ge=0, description="latent discriminator R1 weight")
     d_reg_every: int = Field(16, ge=1, description="R1 every N steps")

@@ -23,8 +23,8 @@ class ClipOptions(Settings):
     max_frames: Annotated[int | None, Cli()] = Field(None, ge=1, description="process at most N frames")
     fps: Annotated[float | None, Cli()] = Field(None, gt=0, le=1000, description="resample the clip to this "
                                                 "frame rate (null: keep the source's)")
-    face: Annotated[int, Cli(hidden=("--face-index",)), Renamed("face_index")] = Field(0, ge=0, le=1000, description="which face when several: 0 = the "
-                                              "largest in the first frame with faces")
+    face: Annotated[int, Cli(hidden=("--face-index",)), Renamed("face_index")] = Field(
+        0, ge=0, le=1000, description="which face when several: 0 = the largest in the first frame with faces")
     min_face_size: float = Field(48, ge=4, description="ignore faces smaller than this many pixels")
     recipe: Literal["ffhq", "eyes"] = Field("ffhq", description="alignment recipe")
     size: Annotated[int | None, Cli()] = Field(None, ge=16, le=4096, description="side of the crops (null: the "
