@@ -3,6 +3,7 @@ the fix, no traceback, and nothing written. The corpus is built here (no fetched
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 
@@ -309,3 +310,71 @@ def test_messages_keep_square_brackets_of_file_names(corpus, name):
     result = runner.invoke(app, ["edit", str(root / name), "-n", str(files["gen"]), "--edit", "x=1",
                                  "-o", str(root / "out-brackets")])
     _check(result, 2, name)
+
+
+# --- second round: configs, ranges, mixing, run listings, links -------------------------------------------------
+
+@pytest.mark.parametrize("content, needle", [
+    ("a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\ntrunc: [*c, *c, *c]\n", "aliases"),
+    ("trunc: " + "[" * 20000 + "]" * 20000 + "\n", "nested deeper than"),
+    ("trunc: 0.5\n" + "# padding\n" * 200_000, "larger than"),
+])
+def test_config_bombs_are_one_line(corpus, content, needle):
+    root, files = corpus
+    config = root / f"bomb-{needle.split()[0]}.yaml"
+    config.write_text(content)
+    _check(runner.invoke(app, ["generate", "-n", str(files["gen"]), "--config", str(config),
+                               "-o", str(root / "out-bomb")]), 2, needle, config.name)
+    assert not (root / "out-bomb").exists()
+
+
+def test_a_device_as_config_is_refused_without_reading_it(corpus):
+    root, files = corpus
+    _check(runner.invoke(app, ["generate", "-n", str(files["gen"]), "--config", "/dev/zero",
+                               "-o", str(root / "out-zero")]), 2, "/dev/zero is not a regular file")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["edit", "photo.png", "-e", "enc.pt", "--face", "0-4000000000"], "goes past 99999"),
+    (["mix", "--rows", "0", "--cols", "1", "--layers", "0-4000000000"], "goes past 99999"),
+])
+def test_huge_index_ranges_are_refused_before_allocation(corpus, args, needle):
+    root, files = corpus
+    _check(runner.invoke(app, [*args, "-n", str(files["gen"]), "-o", str(root / "out-range")]), 2, needle)
+
+
+def test_mixing_a_latent_with_itself_is_the_identity_and_a_huge_dict_is_refused(corpus):
+    root, files = corpus
+    good = str(root / "good_latent.npy")
+    result = runner.invoke(app, ["mix", good, good, "-n", str(files["gen"]), "--layers", "0-3", "-o",
+                                 str(root / "out-identity"), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (root / "out-identity" / "good_mix_good.png").is_file()
+    shape = np.load(good).shape
+    np.save(root / "many_latent.npy", np.array({f"{k}.png": np.zeros(shape, np.float32) for k in range(300)},
+                                                dtype=object), allow_pickle=True)
+    _check(runner.invoke(app, ["mix", str(root / "many_latent.npy"), good, "-n", str(files["gen"]), "--layers", "0",
+                               "-o", str(root / "out-many"), "--device", "cpu"]), 2, "at most 32 per side")
+
+
+def test_run_listing_shows_crafted_records_as_text(corpus):
+    root, _ = corpus
+    run = root / "runs" / "[bold]x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"arch": "[red]e4e", "settings": {}, "status": {"a": 1},
+                                              "step": "many", "best_val_loss": "low"}))
+    result = runner.invoke(app, ["models", "list", "--runs", str(root / "runs")])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "[red]e4e" in result.stdout and "[bold]x" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_broken_link_as_outdir_is_one_line(corpus, kind):
+    root, files = corpus
+    link = root / f"link-{kind}"
+    if kind == "dangling":
+        link.symlink_to(root / "nowhere" / "x")
+    else:
+        link.symlink_to(root / f"link-{kind}-2")
+        (root / f"link-{kind}-2").symlink_to(link)
+    _check(runner.invoke(app, ["generate", "-n", str(files["gen"]), "-o", str(link)]), 2, "fix or remove the link")

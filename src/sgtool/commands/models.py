@@ -79,7 +79,8 @@ def _list_runs(folder: Path, run: Run) -> None:
         table.add_column(column, overflow="fold")
     for row in found:
         loss = "" if row["best_val_loss"] is None else f"{row['best_val_loss']:.4f}"
-        table.add_row(row["run"], row["arch"], row["status"], str(row["step"]), loss, row["best"] or "")
+        table.add_row(*(escape(str(value)) for value in (row["run"], row["arch"], row["status"], row["step"] or "",
+                                                         loss, row["best"] or "")))
     if found:
         run.show({"runs": found}, table)
     else:

@@ -61,7 +61,8 @@ def plan_mix(latents: Sequence[str | Path], settings: MixSettings) -> MixPlan:
         if latents:
             raise SgtoolError("give latent files or --rows/--cols seeds, not both")
         return MixPlan(settings)
-    files = collect(latents, LATENT_SUFFIXES, "latent") if latents else []
+    # Each argument in turn, repeats kept: a latent mixed with itself is the identity figure.
+    files = [path for latent in latents for path in collect([latent], LATENT_SUFFIXES, "latent")]
     if len(files) < 2:
         raise SgtoolError("give two latent files (A B: B's --layers over A) or more, or --rows and --cols seeds")
     return MixPlan(settings, files)
@@ -124,6 +125,9 @@ def run_mix(plan: MixPlan, reporter: Reporter = SILENT, generator=None) -> dict:
     outdir = Path(settings.outdir)
     if plan.latents:
         codes = _file_codes(generator, plan.latents, settings.step)
+        if len(codes) > MAX_SEEDS:
+            raise SgtoolError(f"the latent files hold {len(codes)} codes; one figure mixes at most {MAX_SEEDS} per "
+                              "side (give fewer files, or --rows/--cols seeds)")
         rows, cols = (codes[:1], codes[1:2]) if len(codes) == 2 else (codes, codes)
     else:
         rows = _seed_codes(generator, settings.rows, settings.trunc)

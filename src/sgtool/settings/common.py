@@ -20,8 +20,11 @@ def _device(value: str) -> str:
     return str(value)
 
 
+INDEX_LIMIT = 100_000  # no generator has as many style inputs, no photo as many faces
+
+
 def parse_index_list(value) -> list[int] | None:
-    """'0-5,8' / [0, 1] / 'all' / None -> sorted unique indices (None = all)."""
+    """'0-5,8' / [0, 1] / 'all' / None -> sorted unique indices (None = all), each below INDEX_LIMIT."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -38,8 +41,12 @@ def parse_index_list(value) -> list[int] | None:
                 lo, hi = int(match.group(1)), int(match.group(2))
                 if hi < lo:
                     raise ValueError(f"range {part} runs backwards")
+                if hi >= INDEX_LIMIT:
+                    raise ValueError(f"range {part} goes past {INDEX_LIMIT - 1}, more than any generator or photo has")
                 out += range(lo, hi + 1)
             elif re.fullmatch(r"\d+", part):
+                if int(part) >= INDEX_LIMIT:
+                    raise ValueError(f"index {part} is past {INDEX_LIMIT - 1}, more than any generator or photo has")
                 out.append(int(part))
             elif part:
                 raise ValueError(f"cannot read {part!r}: use indices and ranges such as 0-5,8 (or all)")

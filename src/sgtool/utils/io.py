@@ -53,6 +53,9 @@ def check_writable(path: str | os.PathLike, kind: str = "dir", what: str = "--ou
     folder above must be writable (probed with a temporary file, so read-only mounts and /proc count).
     """
     path = Path(path).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise SgtoolError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist (or links back to "
+                          "itself); give a folder, or fix or remove the link")
     if kind == "dir" and path.exists() and not path.is_dir():
         raise SgtoolError(f"{what} {path} is a file; give a folder (it is created if missing)")
     if kind == "file" and path.is_dir():

@@ -437,7 +437,10 @@ def find_runs(folder) -> list[dict]:
         if not isinstance(data, dict) or "arch" not in data or "settings" not in data:
             continue  # another command's run.json
         best = record.parent / "best.pt"
-        runs.append({"run": str(record.parent), "arch": data["arch"], "status": data.get("status"),
-                     "step": data.get("step"), "best_val_loss": data.get("best_val_loss"),
-                     "best": str(best) if best.is_file() else None})
+        step, loss = data.get("step"), data.get("best_val_loss")
+        runs.append({"run": str(record.parent), "arch": str(data["arch"]), "status": str(data.get("status")),
+                     "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
+                     "best_val_loss": float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool)
+                     else None,
+                     "best": str(best) if best.is_file() else None})  # a record's values as the types they should be
     return runs
