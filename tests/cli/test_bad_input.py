@@ -378,3 +378,47 @@ def test_a_broken_link_as_outdir_is_one_line(corpus, kind):
         link.symlink_to(root / f"link-{kind}-2")
         (root / f"link-{kind}-2").symlink_to(link)
     _check(runner.invoke(app, ["generate", "-n", str(files["gen"]), "-o", str(link)]), 2, "fix or remove the link")
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("not json", "is not a train-encoder record"), ("[1, 2]", "is not a train-encoder record"),
+    ('{"arch": "e4e"}', "is not a train-encoder record"),
+    ('{"settings": {"arch": "e4e", "lr": "fast"}}', "the setting lr recorded in"),
+])
+def test_resuming_from_a_crafted_run_record_is_one_line(corpus, content, needle):
+    root, _ = corpus
+    run = root / f"run-{abs(hash(content))}"
+    run.mkdir()
+    (run / "run.json").write_text(content)
+    before = (run / "run.json").read_text()
+    _check(runner.invoke(app, ["train-encoder", "--resume", str(run), "--device", "cpu"]), 2, needle)
+    assert (run / "run.json").read_text() == before and sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+@pytest.mark.parametrize("photos, needle", [(["/"], "is not a photo file"), (["../*"], "is not a photo file"),
+                                            ([3], "is not a photo file")])
+def test_a_crafted_photo_record_is_one_line(corpus, photos, needle):
+    root, files = corpus
+    folder = root / f"photo-run-{abs(hash(str(photos)))}"
+    folder.mkdir()
+    (folder / "photo_edits.json").write_text(json.dumps({"photos": photos, "settings": {}}))
+    _check(runner.invoke(app, ["edit", str(folder), "--edit", "x=1"]), 2, needle, "photo_edits.json")
+
+
+def test_a_photo_record_with_text_where_numbers_belong_is_one_line(corpus):
+    root, files = corpus
+    folder = root / "photo-run-text"
+    folder.mkdir()
+    (folder / "photo_edits.json").write_text(json.dumps({"photos": [str(files["photo"])],
+                                                        "settings": {"jpeg_quality": "best"}}))
+    _check(runner.invoke(app, ["edit", str(folder), "--edit", "x=1"]), 2, "recorded setting jpeg_quality")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["edit", "good_latent.npy", "--text", "x=1e39"], "between -100 and 100"),
+    (["train-encoder", "--synthetic", "--width", "1e-6"], "setting width"),
+])
+def test_absurd_strengths_and_widths_are_refused(corpus, args, needle):
+    root, files = corpus
+    args = [str(root / a) if a.endswith(".npy") else a for a in args]
+    _check(runner.invoke(app, [*args, "-n", str(files["gen"]), "-o", str(root / "out-absurd")]), 2, needle)

@@ -208,6 +208,8 @@ def parse_text_edit(text: str) -> TextEdit:
     alpha = None
     if sep and re.fullmatch(_NUMBER, value.strip()):
         alpha = float(value)
+        if not abs(alpha) <= 100:  # --alpha's range (NaN, 1e39 and overflow included)
+            raise SgtoolError(f"--text {text!r}: the strength must lie between -100 and 100")
     else:
         prompt = str(text)
     if not prompt.strip():

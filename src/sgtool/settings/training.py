@@ -26,8 +26,9 @@ class TrainEncoderSettings(Runtime):
     backbone: Annotated[Literal["ir-se50", "resnet34"] | None, Cli()] = Field(
         None, description="encoder backbone (null: the arch's; ReStyle: ir-se50 or resnet34, pSp/e4e: ir-se50, "
         "HyperStyle: resnet34)")
-    width: Annotated[float, Cli()] = Field(1.0, gt=0, le=1, description="channel multiplier of backbone and heads "
-                                           "(1: the released layout; smaller: tiny encoders only sgtool loads)")
+    width: Annotated[float, Cli()] = Field(1.0, ge=1 / 64, le=1, description="channel multiplier of backbone and "
+                                           "heads (1: the released layout; down to 1/64, a channel per 64: tiny "
+                                           "encoders only sgtool loads)")
     input_size: Annotated[int, Cli()] = Field(256, ge=32, le=1024, description="side of the encoder input "
                                               "(256: the references')")
     backbone_init: Annotated[Literal["pretrained", "random"], Cli()] = Field(

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from ...errors import SgtoolError
 from ...models import load_generator, save_generator
@@ -81,14 +82,19 @@ def recorded_run(folder: Path) -> dict | None:
         record = json.loads(path.read_text())
         if not isinstance(record.get("photos"), list) or not isinstance(record.get("settings"), dict):
             raise ValueError("photos or settings missing")
-    except (OSError, ValueError, AttributeError) as exc:
+        for photo in record["photos"]:
+            # Photo files only: a recorded folder or glob (`/`, `../*`) would make a re-edit walk anything.
+            if not isinstance(photo, str) or any(ch in photo for ch in "*?[") or not Path(photo).is_file():
+                raise ValueError(f"{photo!r} is not a photo file")
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
         raise SgtoolError(f"{path} is not a readable sgtool photo record ({exc}); edit the photos themselves") \
             from None
     return record
 
 
-def resume_settings(record: dict, settings: EditSettings, given: frozenset[str]) -> EditSettings:
-    """`settings` with the recorded models and inversion settings wherever this call did not give its own."""
+def resume_settings(record: dict, settings: EditSettings, given: frozenset[str], source: Path) -> EditSettings:
+    """`settings` with the recorded models and inversion settings wherever this call did not give its own
+    (`source`: the record's file, named when a recorded value is unusable)."""
     current = settings.model_dump()
     merged = dict(current)
     for key, value in record["settings"].items():
@@ -104,7 +110,13 @@ def resume_settings(record: dict, settings: EditSettings, given: frozenset[str])
                         target, source = target.setdefault(part, {}), source[part]
                     target[last] = source[last]
         merged[key] = value
-    return EditSettings.model_validate(merged)
+    try:
+        return EditSettings.model_validate(merged)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise SgtoolError(f"{source}: recorded setting "
+                          f"{'.'.join(map(str, problem['loc']))} is unusable ({problem['msg']}); give it again, or "
+                          "edit the photos themselves into a new folder") from None
 
 
 class PhotoEditor:

@@ -33,7 +33,7 @@ from ...utils.io import save_image, save_npy, to_uint8
 from ..shared.batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, Batch, Item, Result, collect
 from ..shared.render import device_of
 from ..shared.transforms import TransformTable
-from .photo import edit_photos, recorded_run, resume_settings
+from .photo import PHOTO_RECORD, edit_photos, recorded_run, resume_settings
 from .requests import EditRequest, edit_and_render, prepare_request
 from .sweeps import sweep_row, sweep_tag, write_animation, write_sweep_grid
 from .texts import TextPrompts, encode_prompts
@@ -70,7 +70,7 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
         if len(latents) != 1:
             folder = next(path for path, record in zip(latents, recorded) if record)
             raise SgtoolError(f"{folder} is the folder of an earlier photo run: give it alone to edit its photos again")
-        settings = resume_settings(recorded[0], settings, given_keys)
+        settings = resume_settings(recorded[0], settings, given_keys, Path(latents[0]) / PHOTO_RECORD)
         if "outdir" not in given_keys:
             settings = settings.model_copy(update={"outdir": Path(latents[0])})
         latents = recorded[0]["photos"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -49,7 +50,14 @@ def resume_settings(settings: TrainEncoderSettings, given: set[str]) -> tuple[Tr
         raise SgtoolError(f"--resume {run}: not a training run (no run.json); pass the -o folder of a "
                           "train-encoder run")
     renames = old_names(TrainEncoderSettings)  # a run recorded before a setting was renamed
-    saved = {renames.get(k, k): v for k, v in json.loads(record.read_text())["settings"].items()}
+    try:
+        data = json.loads(record.read_text())
+        saved = {renames.get(k, k): v for k, v in data["settings"].items()}
+        if "arch" not in saved:
+            raise ValueError("no arch")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise SgtoolError(f"--resume {run}: {record} is not a train-encoder record ({type(exc).__name__}: {exc}); "
+                          "start a new run with -o") from None
     given = {renames.get(k, k) for k in given}
     current = settings.model_dump(mode="json")
     changed = sorted(k for k in given if k in saved and current.get(k) != saved[k] and k not in RESUMABLE_CHANGES)
@@ -60,7 +68,13 @@ def resume_settings(settings: TrainEncoderSettings, given: set[str]) -> tuple[Tr
     merged = dict(saved)
     merged.update({k: current[k] for k in given if k in RESUMABLE_CHANGES})
     merged.update(resume=str(run), outdir=str(run))
-    return TrainEncoderSettings(**merged), ckpts.read_resume_state(run)
+    try:
+        resumed = TrainEncoderSettings(**merged)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise SgtoolError(f"--resume {run}: the setting {'.'.join(map(str, problem['loc']))} recorded in {record} is "
+                          f"unusable ({problem['msg']}); start a new run with -o") from None
+    return resumed, ckpts.read_resume_state(run)
 
 
 class Trainer:
