@@ -18,6 +18,7 @@ import collections
 import hashlib
 import json
 import pickle
+import string
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
 from ..errors import SgtoolError
 from ..models.safe_pickle import UnsafePickleError, safe_torch_load
@@ -116,11 +118,21 @@ def load_templates(path) -> list[str]:
     except UnicodeDecodeError:
         raise SgtoolError(f"templates file {path} is not UTF-8 text") from None
     templates = [line for line in lines if line.strip()]
-    bad = next((t for t in templates if "{}" not in t), None)
+    bad = next((t for t in templates if not _one_plain_field(t)), None)
     if not templates or bad is not None:
-        raise SgtoolError(f"templates file {path} needs one template per line with {{}} for the text"
-                          + (f"; got {bad!r}" if bad is not None else ""))
+        raise SgtoolError(f"templates file {path} needs one template per line with one {{}} for the text (no "
+                          "other {...} fields)" + (f"; got {bad!r}" if bad is not None else ""))
     return templates
+
+
+def _one_plain_field(template: str) -> bool:
+    """Exactly one `{}` (no name, index, conversion or format) and no other replacement field."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [("", "", None)]
 
 
 def resolve_templates(ref=TEMPLATES) -> list[str]:
@@ -225,8 +237,10 @@ def read_clip_weights(path) -> dict[str, torch.Tensor]:
     except UnsafePickleError as exc:
         raise SgtoolError(f"refusing to load CLIP weights {path}: it references code '{exc.qualname}' "
                           f"(use the safetensors weights, registry name {CLIP_WEIGHTS})") from None
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SgtoolError(f"{path} is not a readable CLIP weights file ({str(exc).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile,
+            SafetensorError) as exc:
+        raise SgtoolError(f"{path} is not a readable CLIP weights file ({(str(exc).splitlines() or ['?'])[0]})") \
+            from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
@@ -260,11 +274,40 @@ def clip_model(text: str) -> str | dict:
     except FileNotFoundError:
         raise SgtoolError(f"CLIP model config {path} does not exist; give an open_clip model name such as "
                           f"{CLIP_MODEL} or an existing .json config") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SgtoolError(f"CLIP model config {path} is not readable JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SgtoolError(f"CLIP model config {path} is not readable JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise SgtoolError(f"CLIP model config {path} must be a JSON object (embed_dim, vision_cfg, text_cfg)")
+    _check_sizes(config, path)
     return config
+
+
+# Bounds on a custom CLIP's sizes, far above OpenAI's largest and low enough that building it stays small.
+CLIP_SIZE_LIMITS = {"embed_dim": 4096, "width": 4096, "layers": 64, "heads": 64, "head_width": 1024,
+                    "image_size": 1024, "patch_size": 256, "context_length": 1024, "vocab_size": 1_000_000}
+
+
+def _check_sizes(config: dict, path: Path) -> None:
+    """Every size a positive whole number within CLIP_SIZE_LIMITS, the image a whole number of patches and the text
+    width a whole number of heads: a config that would build nonsense or exhaust memory is one line."""
+    sections = {"": config, "vision_cfg.": config.get("vision_cfg", {}), "text_cfg.": config.get("text_cfg", {})}
+    for prefix, section in sections.items():
+        if not isinstance(section, dict):
+            raise SgtoolError(f"CLIP model config {path}: {prefix.rstrip('.')} must be an object")
+        for key, limit in CLIP_SIZE_LIMITS.items():
+            value = section.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+                raise SgtoolError(f"CLIP model config {path}: {prefix}{key} = {value!r} must be a whole number from 1 "
+                                  f"to {limit}")
+    vision, text = sections["vision_cfg."], sections["text_cfg."]
+    if "image_size" in vision and "patch_size" in vision and vision["image_size"] % vision["patch_size"]:
+        raise SgtoolError(f"CLIP model config {path}: vision_cfg.image_size {vision['image_size']} is not a multiple "
+                          f"of patch_size {vision['patch_size']}")
+    if "width" in text and "heads" in text and text["width"] % text["heads"]:
+        raise SgtoolError(f"CLIP model config {path}: text_cfg.width {text['width']} is not a multiple of heads "
+                          f"{text['heads']}")
 
 
 def load_clip(weights, model: str | Mapping = CLIP_MODEL, device="cpu", quick_gelu: bool = True) -> ClipEncoder:

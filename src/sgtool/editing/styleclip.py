@@ -59,6 +59,15 @@ def _float_vector(value, what: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
+def _finite_real(value) -> bool:
+    """A real, finite number (a NumPy or Python scalar; not text, complex or bool)."""
+    if np.ndim(value) != 0 or isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    if not np.issubdtype(np.asarray(value).dtype, np.number) or np.iscomplexobj(value):
+        return False
+    return bool(np.isfinite(value))
+
+
 def load_s_stats(path) -> StyleStatistics:
     """(pose, s_mean, s_std) from stylegan3-editing's `s_stats` or StyleCLIP's `S_mean_std` (pose None), without
     running any code a pickle may carry."""
@@ -74,8 +83,8 @@ def load_s_stats(path) -> StyleStatistics:
         raise SgtoolError(f"{path} is not a readable S statistics pickle ({exc})") from None
     if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, dict) for v in value):
         pose, mean, std = value
-        if set(pose) != {"theta", "x", "y"} or not all(np.isscalar(v) or np.ndim(v) == 0 for v in pose.values()):
-            raise SgtoolError(f"{path}: the pose entry must hold the numbers theta, x and y")
+        if set(pose) != {"theta", "x", "y"} or not all(_finite_real(v) for v in pose.values()):
+            raise SgtoolError(f"{path}: the pose entry must hold the finite numbers theta, x and y")
         if list(mean) != list(std):
             raise SgtoolError(f"{path}: s_mean and s_std name different layers")
         mean = {str(k): _float_vector(v, f"{path} s_mean[{k!r}]") for k, v in mean.items()}

@@ -137,13 +137,30 @@ def _done_rows(folder: Path) -> list[tuple[int, int, Path]]:
     """The chunk files saved so far that continue each other from channel 0."""
     found = sorted((int(m.group(1)), int(m.group(2)), path) for path in folder.glob("rows_*.npy")
                    if (m := _ROWS_FILE.fullmatch(path.name)))
-    contiguous, next_start = [], 0
+    contiguous, next_start, width = [], 0, None
     for start, stop, path in found:
         if start != next_start:
             break
+        rows = _read_rows(path)
+        if rows.shape[0] != stop - start or (width is not None and rows.shape[1] != width):
+            raise SgtoolError(f"{path} holds {rows.shape[0]} rows of {rows.shape[1]} values, not {stop - start} like "
+                              "the other chunks; delete the .partial folder and build again")
+        width = rows.shape[1]
         contiguous.append((start, stop, path))
         next_start = stop
     return contiguous
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    """A saved chunk of delta_i_c rows: a 2-D array of finite floats (no pickled objects)."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise SgtoolError(f"{path} is not a saved chunk of rows ({exc}); delete the .partial folder and build "
+                          "again") from None
+    if rows.ndim != 2 or not np.issubdtype(rows.dtype, np.floating) or not np.all(np.isfinite(rows)):
+        raise SgtoolError(f"{path} does not hold finite rows of floats; delete the .partial folder and build again")
+    return rows
 
 
 def _settings_record(generator, clip: ClipEncoder, options: BuildOptions, strength: float) -> dict:
@@ -170,6 +187,7 @@ def build_clip_directions(generator, clip: ClipEncoder, outdir, options: BuildOp
                "strength": strength}
     if partial.is_dir():
         _check_same(_read_json(partial / "settings.json"), settings, partial)
+        _done_rows(partial)  # a damaged chunk fails here, before any work
     elif (delta_path.is_file() and stats_path.is_file() and (outdir / RECORD).is_file()
           and _read_json(outdir / RECORD) == settings):
         return {**summary, "status": "skipped"}
