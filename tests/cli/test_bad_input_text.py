@@ -119,24 +119,22 @@ def test_s_stats_with_text_complex_or_nan_poses_are_one_line(clip, tmp_path, pos
     (np.zeros((3, 8), np.float32), "holds 3 rows"),
 ])
 def test_a_damaged_resumable_build_is_one_line_and_left_alone(clip, tmp_path, rows, needle):
-    args = ["directions", "styleclip", "-n", str(SG2), "--clip", str(clip / "clip.json"), "--clip-weights",
-            str(clip / "clip.safetensors"), "--samples", "1", "--set", "stats_samples=20", "-o", str(tmp_path / "d")]
+    from sgtool.editing.clip_text import clip_model, load_clip
+    from sgtool.models import load_generator
     from sgtool.pipelines.directions import styleclip
 
-    stop = {"count": 0}
+    args = ["directions", "styleclip", "-n", str(SG2), "--clip", str(clip / "clip.json"), "--clip-weights",
+            str(clip / "clip.safetensors"), "--samples", "1", "--set", "stats_samples=20", "-o", str(tmp_path / "d")]
+    calls = []
 
     def stop_after_first_chunk():
-        stop["count"] += 1
-        return stop["count"] > 1
+        calls.append(1)
+        return len(calls) > 1
 
     # A build stopped after its first chunk of channels leaves a .partial folder to resume from.
-    from sgtool.editing.clip_text import ClipEncoder, clip_model, load_clip
-    from sgtool.models import load_generator
-
-    clip_encoder = load_clip(clip / "clip.safetensors", clip_model(str(clip / "clip.json")))
-    summary = styleclip.build_clip_directions(load_generator(SG2), ClipEncoder(clip_encoder.model, clip_encoder.tokenizer),
-                                              tmp_path / "d", styleclip.BuildOptions(samples=1, stats_samples=20,
-                                                                                     chunk_channels=4),
+    encoder = load_clip(clip / "clip.safetensors", clip_model(str(clip / "clip.json")))
+    options = styleclip.BuildOptions(samples=1, stats_samples=20, chunk_channels=4)
+    summary = styleclip.build_clip_directions(load_generator(SG2), encoder, tmp_path / "d", options,
                                               stop=stop_after_first_chunk)
     assert summary["status"] == "interrupted"
     partial = next((tmp_path / "d").glob("*.partial"))
