@@ -100,6 +100,22 @@ def test_every_face_edited_into_the_photo_and_the_rest_untouched(models, two_fac
     first_alone = (masks[0] > 0) & (masks[1] == 0)
     assert first_alone.any() and np.array_equal(only_second[first_alone], canvas[first_alone])
 
+    # A damaged cache is one line naming the file, and the folder's outputs stay as they were.
+    face_dir = out / "faces" / "pair" / "face1"
+    latent = np.load(face_dir / "latent.npy")
+    np.save(face_dir / "latent.npy", np.full_like(latent, np.nan))
+    before = (out / "pair_d-2.png").read_bytes()
+    damaged = edit(out, "--edit", "d=-1", "--face", 1)
+    assert damaged.exit_code == 2 and "latent.npy" in damaged.stderr and "NaN" in damaged.stderr, damaged.output
+    assert len(damaged.stderr.strip().splitlines()) == 1 and not (out / "pair_d-1.png").exists()
+    np.save(face_dir / "latent.npy", latent)
+    record = json.loads((out / "faces" / "pair" / "alignment.json").read_text())
+    record["faces"][1]["quad"][0][0] = float("nan")
+    (out / "faces" / "pair" / "alignment.json").write_text(json.dumps(record))
+    crafted = edit(out, "--edit", "d=-1", "--face", 1)
+    assert crafted.exit_code == 2 and "quad holds NaN" in crafted.stderr, crafted.output
+    assert (out / "pair_d-2.png").read_bytes() == before and not (out / "pair_d-1.png").exists()
+
 
 def test_an_exif_rotated_jpeg_comes_back_upright_and_a_sweep_of_whole_photos(models, tmp_path):
     upright = skimage.data.astronaut()[:, 40:440]  # 512 x 400: orientation shows in the shape

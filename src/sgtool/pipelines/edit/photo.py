@@ -25,6 +25,7 @@ import torch
 from pydantic import ValidationError
 
 from ...errors import SgtoolError
+from ...latents import load_latents, load_npy
 from ...models import load_generator, save_generator
 from ...progress import SILENT, Reporter
 from ...settings import EditSettings
@@ -206,9 +207,24 @@ class PhotoEditor:
 
     @staticmethod
     def _cached_face(face_dir: Path, record: dict) -> dict:
+        """A face the folder's cache holds, its numbers checked (a damaged or crafted cache is one line)."""
+        where = f"{face_dir.parent / 'alignment.json'} ({face_dir.name})"
+        for key in ("quad", "crop_quad", "inverse_transform"):
+            try:
+                values = np.asarray(record[key], dtype=np.float64)
+            except (KeyError, TypeError, ValueError):
+                raise SgtoolError(f"{where}: {key} is not a list of numbers; delete {face_dir.parent} to align "
+                                  "again") from None
+            if not np.all(np.isfinite(values)):
+                raise SgtoolError(f"{where}: {key} holds NaN or infinite values; delete {face_dir.parent} to align "
+                                  "again")
+        landmarks = load_npy(face_dir / "landmarks.npy")
+        if not isinstance(landmarks, np.ndarray) or landmarks.ndim != 2 or landmarks.shape[1] != 2 \
+                or not np.issubdtype(landmarks.dtype, np.floating) or not np.all(np.isfinite(landmarks)):
+            raise SgtoolError(f"{face_dir / 'landmarks.npy'} is not an array of finite 2-D points; delete "
+                              f"{face_dir.parent} to align again")
         return {"record": record, "aligned": read_image(face_dir / "aligned.png"),
-                "crop": read_image(face_dir / "crop.png"),
-                "landmarks": np.load(face_dir / "landmarks.npy").astype(np.float64)}
+                "crop": read_image(face_dir / "crop.png"), "landmarks": landmarks.astype(np.float64)}
 
     def _invert_key(self, face: dict) -> str:
         return digest({"face": face["record"], "models": self.models, "invert": self.settings.invert.record()})
@@ -222,7 +238,8 @@ class PhotoEditor:
         if meta.get("key") == key and (face_dir / "latent.npy").is_file():
             generator = load_generator(adjusted_path, device=_device(self.generator)) if meta.get("adjusted") \
                 else self.generator
-            return torch.from_numpy(np.load(face_dir / "latent.npy")), generator, True
+            latent = next(iter(load_latents(face_dir / "latent.npy", generator.num_ws, generator.w_dim).values()))
+            return torch.from_numpy(latent), generator, True
         inverse = np.asarray(face["record"]["inverse_transform"], np.float32)
         inversion = invert_faces([Face(face["aligned"], inverse)], self.settings.invert, self.encoder, self.generator,
                                  self.lpips_model)[0]

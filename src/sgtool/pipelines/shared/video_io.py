@@ -7,6 +7,7 @@ duration of an output match its input.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -24,6 +25,22 @@ from ...utils.io import atomic_path
 MP4_AUDIO_CODECS = ("aac", "mp3", "ac3", "eac3", "alac", "opus")
 # Rates that ffmpeg prints rounded (29.97) but that are really k * 1000/1001.
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
+# The largest frames a clip may have: every stage holds a few decoded frames (and their crops) in memory, and
+# one 16000x16000 RGB frame alone is 768 MB. 8K (7680x4320, 8192x4320) passes.
+MAX_FRAME_SIDE = 8192
+MAX_FRAME_PIXELS = 40_000_000
+
+
+class _RotatedSizeNote(logging.Filter):
+    """imageio-ffmpeg warns when the frames it reads differ in size from the stream's stored size; that is what
+    ffmpeg's autorotation of a phone clip (a display matrix of +-90 degrees) does on purpose, so the note is
+    dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_RotatedSizeNote())
 
 
 def ffmpeg_exe() -> str:
@@ -71,12 +88,45 @@ def _check_input(path: Path) -> None:
         raise SgtoolError(f"{path} is a directory; pass a video file")
 
 
+def _header(path: Path) -> str:
+    """ffmpeg's listing of a file's streams (it reads the container's header, decodes no frame)."""
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True,
+                          errors="replace").stderr
+
+
+def stored_frame_size(header: str) -> tuple[int, int] | None:
+    """(width, height) of the first video stream as stored, from ffmpeg's stream listing; None if not listed."""
+    for line in header.splitlines():
+        if re.search(r"Stream #\S+.*?: Video: ", line):
+            match = re.search(r" (\d{1,6})x(\d{1,6})[, \[]", line + " ")
+            return (int(match.group(1)), int(match.group(2))) if match else None
+    return None
+
+
+def check_frame_size(path: Path, width: int, height: int) -> None:
+    """Refuse frames over MAX_FRAME_SIDE on a side or MAX_FRAME_PIXELS in all, before any is decoded."""
+    if max(width, height) <= MAX_FRAME_SIDE and width * height <= MAX_FRAME_PIXELS:
+        return
+    scale = "scale=-2:2160" if width >= height else "scale=2160:-2"
+    raise SgtoolError(f"{path}: its frames are {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
+                      f"limit of {MAX_FRAME_SIDE} px on a side and {MAX_FRAME_PIXELS / 1e6:.0f} megapixels; "
+                      f"downscale it first, e.g. ffmpeg -i {path} -vf {scale} smaller.mp4")
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate, duration and audio codec of a video (reads only the header)."""
+    """Size, frame rate, duration and audio codec of a video (reads only the header).
+
+    The size is that of the frames as decoded: ffmpeg applies a phone clip's rotation (its display matrix),
+    so a portrait clip stored as landscape +-90 degrees reads as portrait. Frames over the size limit
+    (check_frame_size) are refused here, before any is decoded.
+    """
     import imageio_ffmpeg
 
     path = Path(path)
     _check_input(path)
+    stored = stored_frame_size(_header(path))
+    if stored is not None:
+        check_frame_size(path, *stored)
     reader = imageio_ffmpeg.read_frames(str(path))
     try:
         meta = next(reader)
