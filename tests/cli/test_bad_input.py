@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -422,3 +423,40 @@ def test_absurd_strengths_and_widths_are_refused(corpus, args, needle):
     root, files = corpus
     args = [str(root / a) if a.endswith(".npy") else a for a in args]
     _check(runner.invoke(app, [*args, "-n", str(files["gen"]), "-o", str(root / "out-absurd")]), 2, needle)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height and whose pixel data is garbage."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", b"not zlib data") + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size, needle", [(100_000, "more pixels than an image can decode safely"),
+                                          (5000, "more than 16 megapixels")])
+def test_train_encoder_refuses_decompression_bombs_before_training(corpus, size, needle):
+    root, files = corpus
+    data = root / f"bomb-data-{size}"
+    data.mkdir()
+    (data / "bomb.png").write_bytes(_png_header(size, size))
+    _check(runner.invoke(app, ["train-encoder", "-n", str(files["gen"]), "--data", str(data), "--device", "cpu",
+                               "-o", str(root / f"run-bomb-{size}")]), 2, needle, "bomb.png")
+    assert not (root / f"run-bomb-{size}").exists()
+
+
+def test_train_encoder_on_images_that_all_fail_to_decode_is_one_line(corpus):
+    root, files = corpus
+    data = root / "undecodable"
+    data.mkdir()
+    for k in range(4):  # valid headers, no pixel data: the scan passes, the workers cannot decode them
+        (data / f"{k}.png").write_bytes(_png_header(64, 64))
+    result = runner.invoke(app, ["train-encoder", "-n", str(files["gen"]), "--data", str(data), "--arch", "psp",
+                                 "--width", "0.0625", "--backbone-init", "random", "--input-size", "64",
+                                 "--workers", "1", "--batch-size", "2", "--steps", "1", "--id-loss", "none",
+                                 "--set", "lpips_random_backbone=true", "--device", "cpu",
+                                 "-o", str(root / "run-undecodable")])
+    _check(result, 2, "images in a row failed to decode")

@@ -43,7 +43,10 @@ def reports_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except SgtoolError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            message = str(exc)
+            if "\nOriginal Traceback" in message:  # raised in a DataLoader worker: PyTorch appended its traceback
+                message = message.rstrip().splitlines()[-1].split("SgtoolError: ", 1)[-1]
+            console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -23,6 +23,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RETRIES = 10  # neighbours tried in place of a file that fails to decode during training
 
 
+MAX_PIXELS = 4096 * 4096  # the largest aligned crop `sgtool align --size` writes
+
+
 @dataclass
 class ImageScan:
     files: list[Path]
@@ -45,9 +48,15 @@ def scan_folder(folder: Path, min_size: int, what: str = "--data") -> ImageScan:
         try:
             with Image.open(path) as image:
                 width, height = image.size
+        except Image.DecompressionBombError as exc:
+            raise SgtoolError(f"{path} claims more pixels than an image can decode safely ({exc}); remove it from "
+                              f"{what}") from None
         except (UnidentifiedImageError, OSError):
             unreadable.append(path)
             continue
+        if width * height > MAX_PIXELS:
+            raise SgtoolError(f"{path} is {width}x{height}, more than {MAX_PIXELS // 1_000_000} megapixels; aligned "
+                              f"crops are at most 4096 px: remove it from {what} or resize it")
         if width != height:
             raise SgtoolError(f"{path} is {width}x{height}; encoders train on square aligned crops: run "
                               f"`sgtool align` on the photos and pass its output folder as {what}")
