@@ -460,3 +460,11 @@ def test_train_encoder_on_images_that_all_fail_to_decode_is_one_line(corpus):
                                  "--set", "lpips_random_backbone=true", "--device", "cpu",
                                  "-o", str(root / "run-undecodable")])
     _check(result, 2, "images in a row failed to decode")
+
+
+def test_a_batch_that_cannot_fit_is_refused_with_an_estimate(corpus):
+    root, files = corpus
+    _check(runner.invoke(app, ["train-encoder", "-n", str(files["gen"]), "--synthetic", "--batch-size", "65536",
+                               "--backbone-init", "random", "--width", "0.0625", "--device", "cpu",
+                               "-o", str(root / "run-huge-batch")]), 2, "GiB", "lower --batch-size")
+    assert not (root / "run-huge-batch").exists()

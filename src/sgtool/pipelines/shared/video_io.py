@@ -70,6 +70,7 @@ class VideoInfo:
     fps: Fraction
     duration: float  # seconds, as the container reports it
     audio_codec: str | None
+    variable_fps: bool = False  # frames are not evenly spaced: decode them resampled to `fps` (decode_frames(fps=))
 
     @property
     def has_audio(self) -> bool:
@@ -78,7 +79,7 @@ class VideoInfo:
     def record(self) -> dict:
         return {"path": str(self.path), "width": self.width, "height": self.height, "fps": float(self.fps),
                 "fps_rational": f"{self.fps.numerator}/{self.fps.denominator}", "duration": self.duration,
-                "audio_codec": self.audio_codec}
+                "audio_codec": self.audio_codec, "variable_fps": self.variable_fps}
 
 
 def _check_input(path: Path) -> None:
@@ -94,13 +95,37 @@ def _header(path: Path) -> str:
                           errors="replace").stderr
 
 
-def stored_frame_size(header: str) -> tuple[int, int] | None:
-    """(width, height) of the first video stream as stored, from ffmpeg's stream listing; None if not listed."""
+def _video_line(header: str) -> str | None:
     for line in header.splitlines():
         if re.search(r"Stream #\S+.*?: Video: ", line):
-            match = re.search(r" (\d{1,6})x(\d{1,6})[, \[]", line + " ")
-            return (int(match.group(1)), int(match.group(2))) if match else None
+            return line
     return None
+
+
+def base_rate(header: str, average: float) -> tuple[float, bool]:
+    """The rate to read frames at, and whether the stream's frame rate is variable.
+
+    ffmpeg lists a stream's average rate ("fps") and its base rate ("tbr", the rate its timestamps step by).
+    They differ in a variable frame rate clip (a phone's, a screen recording): it is read at the base rate
+    (frames repeated where the clip has gaps) so that frame count / rate is its duration, or at the average
+    rate where the base rate is implausible (over 120, under the average, or 1.5 times it and more, as the
+    field rate of an interlaced clip is).
+    """
+    line = _video_line(header) or ""
+    match = re.search(r" (\d+(?:\.\d+)?)(k?) tbr", line)
+    if not match:
+        return average, False
+    tbr = float(match.group(1)) * (1000 if match.group(2) else 1)
+    if abs(tbr - average) <= 0.01 * max(average, 1e-9) or abs(float(exact_fps(tbr)) - average) < 0.006:
+        return average, False
+    return (tbr if average <= tbr <= min(120.0, 1.5 * average) else average), True
+
+
+def stored_frame_size(header: str) -> tuple[int, int] | None:
+    """(width, height) of the first video stream as stored, from ffmpeg's stream listing; None if not listed."""
+    line = _video_line(header)
+    match = re.search(r" (\d{1,6})x(\d{1,6})[, \[]", line + " ") if line else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def check_frame_size(path: Path, width: int, height: int) -> None:
@@ -124,7 +149,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
     path = Path(path)
     _check_input(path)
-    stored = stored_frame_size(_header(path))
+    header = _header(path)
+    stored = stored_frame_size(header)
     if stored is not None:
         check_frame_size(path, *stored)
     reader = imageio_ffmpeg.read_frames(str(path))
@@ -141,8 +167,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     fps = float(meta.get("fps") or 0)
     if fps <= 0:
         raise SgtoolError(f"{path}: ffmpeg reports no frame rate; pass --fps to resample it to a fixed rate")
+    fps, variable = base_rate(header, fps)
     return VideoInfo(path=path, width=int(width), height=int(height), fps=exact_fps(fps),
-                     duration=float(meta.get("duration") or 0.0), audio_codec=meta.get("audio_codec"))
+                     duration=float(meta.get("duration") or 0.0), audio_codec=meta.get("audio_codec"),
+                     variable_fps=variable)
 
 
 def decode_frames(path: str | os.PathLike, start: float = 0.0, end: float | None = None,

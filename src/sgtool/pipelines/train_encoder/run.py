@@ -28,6 +28,7 @@ from ...progress import SILENT, Reporter
 from ...settings import TrainEncoderSettings
 from ...settings.base import old_names
 from ...utils.io import digest, file_identity, image_grid, save_image, to_uint8, write_json
+from ..shared.memory import available_memory, recomputable_bytes
 from . import checkpoints as ckpts
 from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
 from .distributed import Dist, average_gradients, convert_batch_norms, setup, teardown
@@ -86,6 +87,7 @@ class Trainer:
         network = str(settings.network)
         generator = load_generator(network, device=device)
         check_generator(settings, generator, network)
+        _check_step_memory(generator, self.sampler.micro, settings.input_size, device)
         self.generator = generator.eval().requires_grad_(False)
         self.network = network
         settings = settings.model_copy(update={"encoder_steps": default_iterations(settings, generator)})
@@ -412,6 +414,20 @@ class Trainer:
                     "network": file_identity(self.network) if Path(self.network).is_file() else self.network,
                     "settings": self.s.model_dump(mode="json"), "data": self.counts, "summary": summary},
                    self.outdir / "run.json")
+
+
+def _check_step_memory(generator, micro_batch: int, input_size: int, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a micro-batch that cannot fit: a step holds its targets and the
+    encoder's inputs (image + reconstruction) in float32 and backpropagates through the generator at least once,
+    saving its activations. A lower bound: the encoder's own activations come on top."""
+    images = 4 * micro_batch * (3 * int(generator.img_resolution) ** 2 + 6 * input_size ** 2)
+    need = images + sum(recomputable_bytes(generator, micro_batch, compiled_kernels=True,
+                                           device_type=device.type).values())
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise SgtoolError(f"a micro-batch of {micro_batch} images needs at least {need / 2 ** 30:.1f} GiB (its images and the "
+                          f"generator's activations), and {free / 2 ** 30:.1f} GiB are free on {device}; lower "
+                          "--batch-size or raise --grad-accum")
 
 
 def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = frozenset(),

@@ -114,9 +114,11 @@ class Clip:
         self._notes: dict = {}
 
     def frames(self) -> Iterator[np.ndarray]:
-        """The clip's frames (decoded again on every call, one at a time)."""
+        """The clip's frames (decoded again on every call, one at a time); a variable frame rate clip is
+        resampled to its base rate, so that every decoding yields the same frames, evenly spaced."""
         o = self.options
-        return decode_frames(self.source, o.start, o.end, o.max_frames, self.fps if o.fps else None)
+        resample = o.fps or self.info.variable_fps
+        return decode_frames(self.source, o.start, o.end, o.max_frames, self.fps if resample else None)
 
     def require_models(self, what: str) -> ClipModels:
         if self.models is None:
