@@ -425,9 +425,9 @@ def _check_step_memory(generator, micro_batch: int, input_size: int, device: tor
                                            device_type=device.type).values())
     free = available_memory(device)
     if free is not None and need > free:
-        raise SgtoolError(f"a micro-batch of {micro_batch} images needs at least {need / 2 ** 30:.1f} GiB (its images and the "
-                          f"generator's activations), and {free / 2 ** 30:.1f} GiB are free on {device}; lower "
-                          "--batch-size or raise --grad-accum")
+        raise SgtoolError(f"a micro-batch of {micro_batch} images needs at least {need / 2 ** 30:.1f} GiB (its images "
+                          f"and the generator's activations), and {free / 2 ** 30:.1f} GiB are free on {device}; "
+                          "lower --batch-size or raise --grad-accum")
 
 
 def train_encoder(settings: TrainEncoderSettings, given: set[str] | frozenset = frozenset(),
