@@ -299,3 +299,22 @@ def test_folder_data_skips_and_counts_bad_files(tmp_path):
     summary = json.loads((run / "run.json").read_text())["summary"]
     assert summary["data"] == {"train": 5, "test": 1, "unreadable": 1}
     shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("damage, needle", [("missing", "is not a checkpoint of this run's restyle-psp encoder"),
+                                            ("nan", "holds NaN or infinite weights")])
+def test_resuming_from_a_damaged_checkpoint_is_one_line(tmp_path, damage, needle):
+    run = tmp_path / "run"
+    train("-n", SG2, "--synthetic", "--arch", "restyle-psp", *TINY, "--iterations", 1, "--batch-size", 2,
+          "--steps", 2, "--val-every", 2, "--save-every", 2, "-o", run)
+    path = run / "checkpoints/step_0000002.pt"
+    data = load(path)
+    name = "encoder.styles.0.linear.weight"
+    if damage == "missing":
+        del data["state_dict"][name]
+    else:
+        data["state_dict"][name] = torch.full_like(data["state_dict"][name], float("nan"))
+    torch.save(data, path)
+    result = train("--resume", run, "--steps", 4, check=False)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not (run / "checkpoints/step_0000004.pt").exists()

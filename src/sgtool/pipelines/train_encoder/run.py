@@ -170,6 +170,20 @@ class Trainer:
         meta = data["sgtool"]
         prefix = "hypernet." if self.s.arch == "hyperstyle" else "encoder."
         state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        source = data.get("_path", self.outdir)
+        expected = self.task.encoder.state_dict()
+        missing = sorted(set(expected) - set(state))
+        wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+        if missing or wrong or set(state) - set(expected):
+            detail = (f"missing {', '.join(missing[:3])}" if missing else
+                      f"{wrong[0]} is {list(state[wrong[0]].shape)}, expected {list(expected[wrong[0]].shape)}"
+                      if wrong else "keys of another encoder")
+            raise SgtoolError(f"--resume: {source} is not a checkpoint of this run's {self.s.arch} encoder ({detail}); "
+                              "start a new run with -o")
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise SgtoolError(f"--resume: {source} holds NaN or infinite weights ({prefix}{bad}); resume from an "
+                              "earlier checkpoint (delete the damaged one) or start a new run with -o")
         self.task.encoder.load_state_dict(state, strict=True)
         self.optimizer.load_state_dict(meta["optimizer"])
         if self.discriminator is not None:
