@@ -468,3 +468,16 @@ def test_a_batch_that_cannot_fit_is_refused_with_an_estimate(corpus):
                                "--backbone-init", "random", "--width", "0.0625", "--device", "cpu",
                                "-o", str(root / "run-huge-batch")]), 2, "GiB", "lower --batch-size")
     assert not (root / "run-huge-batch").exists()
+
+
+@pytest.mark.parametrize("name", ["photo[1]", "a[/x]", "[bold]b"])
+def test_outputs_named_with_square_brackets_are_printed_as_they_are(corpus, name):
+    root, files = corpus
+    latent = root / f"{name}_latent.npy"  # a[/x]: the file x]_latent.npy in the folder a[
+    latent.parent.mkdir(exist_ok=True)
+    shutil.copy(root / "good_latent.npy", latent)
+    out = root / f"out-{name}"
+    result = runner.invoke(app, ["edit", str(latent), "-n", str(files["gen"]), "--style", "L0_36_32:0=1",
+                                 "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"into {out}/" in result.stderr.replace("\n", "")

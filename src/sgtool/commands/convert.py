@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..hub import resolve_reference
 from ..settings import ConvertSettings
@@ -26,7 +27,7 @@ def convert(settings: ConvertSettings, run: Run,
     check_writable(output, "file", "OUTPUT")
     report, summary = convert_checkpoint(resolve_reference(source), output, settings)
     for note in report.notes:
-        run.say(f"[yellow]note:[/] {note}")
+        run.say(f"[yellow]note:[/] {escape(note)}", markup=True)
     check = "" if report.max_abs_diff is None else f"; reloaded render differs by at most {report.max_abs_diff:.2e}"
     run.report(summary, f"wrote {report.output} ({report.to}, {report.kind} {report.resolution}px from "
                         f"{report.source_layout or 'built-in'}){check}")

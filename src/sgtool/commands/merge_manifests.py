@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from .common import console, reports_errors
 from .options import JsonOption, Run
@@ -40,8 +41,9 @@ def merge_manifests(
                           f"{merged['shard_count']}[/] (run them, then merge again)", highlight=False)
         if merged["duplicates"]:
             console.print(f"[yellow]{len(merged['duplicates'])} input(s) appear in more than one shard[/] "
-                          f"(e.g. {merged['duplicates'][0]}); the successful record was kept", highlight=False)
+                          f"(e.g. {escape(str(merged['duplicates'][0]))}); the successful record was kept",
+                          highlight=False)
         for name in [i["input"] for i in merged["items"] if i["status"] not in ("ok", "skipped")][:10]:
-            console.print(f"[red]failed[/] {name}", highlight=False)
+            console.print(f"[red]failed[/] {escape(str(name))}", highlight=False)
     if merged["missing_shards"] or counts["failed"]:
         raise typer.Exit(1)

@@ -113,7 +113,7 @@ def download(
         results.append({"name": entry.name, "status": "ok", "path": str(path),
                         "sha256": (read_record(entry) or {}).get("sha256"),
                         "licence": entry.licence})
-        run.say(f"[green]ok[/] {entry.name} -> {path}")
+        run.say(f"[green]ok[/] {escape(entry.name)} -> {escape(str(path))}", markup=True)
     run.report(results, f"{len(entries) - len(failures)} of {len(entries)} checkpoint(s) in {hub.models_dir()}")
     if failures:
         raise typer.Exit(2 if len(failures) == len(entries) else 1)
@@ -127,7 +127,8 @@ def path(name: Annotated[str, typer.Argument(help="Registry name.")]):
     target = hub.cached_path(entry)
     typer.echo(str(target))
     if not target.is_file():
-        console.print(f"{entry.name} is not downloaded yet: `sgtool models download {entry.name}`", highlight=False)
+        console.print(f"{entry.name} is not downloaded yet: `sgtool models download {entry.name}`", markup=False,
+                      highlight=False)
         raise typer.Exit(1)
 
 

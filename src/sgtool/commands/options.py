@@ -34,11 +34,11 @@ class Run:
     given: frozenset[str] = frozenset()  # dotted keys of the settings given as command-line options
 
     def report(self, summary: dict, message: str) -> None:
-        """The JSON summary on stdout (--json) or one human line on stderr."""
+        """The JSON summary on stdout (--json) or one human line on stderr (plain text: paths may hold [brackets])."""
         if self.json:
             emit_json(summary)
         else:
-            console.print(message, highlight=False, soft_wrap=True)
+            console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def show(self, summary, rendering) -> None:
         """A result a person reads (a table, a listing): the JSON summary with --json, else `rendering`, both on
@@ -48,14 +48,15 @@ class Run:
         else:
             results.print(rendering, highlight=False, soft_wrap=True)
 
-    def say(self, message: str) -> None:
+    def say(self, message: str, markup: bool = False) -> None:
+        """A line on stderr (not with --json); `markup`: the message holds rich markup, its values escaped."""
         if not self.json:
-            console.print(message, highlight=False, soft_wrap=True)
+            console.print(message, markup=markup, highlight=False, soft_wrap=True)
 
     def warn(self, message: str | None) -> None:
         """A warning line, when there is one (e.g. `builtin_model_warning`'s)."""
         if message:
-            self.say(f"[yellow]{message}[/]")
+            self.say(f"[yellow]{escape(message)}[/]", markup=True)
 
 
 @dataclass
