@@ -481,3 +481,13 @@ def test_outputs_named_with_square_brackets_are_printed_as_they_are(corpus, name
                                  "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert f"into {out}/" in result.stderr.replace("\n", "")
+
+
+def test_records_nested_too_deeply_are_one_line(corpus):
+    root, files = corpus
+    deep = root / "alignment.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    _check(runner.invoke(app, ["edit", str(root / "good_latent.npy"), "-n", str(files["gen"]), "--style",
+                               "L0_36_32:0=1", "--transforms", str(deep), "-o", str(root / "out-deep")]), 2,
+           "nested too deeply")
+    assert not (root / "out-deep").exists()

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .registry import ModelEntry
+from ..utils.io import read_json
 
 HOME_ENV = "SGTOOL_HOME"
 
@@ -60,7 +61,7 @@ def record_path(entry: ModelEntry) -> Path:
 
 def read_record(entry: ModelEntry) -> dict | None:
     try:
-        record = json.loads(record_path(entry).read_text())
+        record = read_json(record_path(entry))
     except (FileNotFoundError, ValueError):
         return None
     return record if isinstance(record, dict) and "sha256" in record else None

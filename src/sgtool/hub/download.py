@@ -23,6 +23,7 @@ from urllib.request import HTTPCookieProcessor, Request, build_opener
 
 from .. import __version__
 from ..errors import SgtoolError
+from ..utils.io import read_json
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0          # per socket operation: a stalled connection fails instead of hanging
@@ -218,7 +219,7 @@ def _total_size(response, start: int) -> int | None:
 
 def _read_meta(path: Path) -> dict:
     try:
-        meta = json.loads(path.read_text())
+        meta = read_json(path)
     except (FileNotFoundError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from ..utils.io import read_json
 
 CSRC = Path(__file__).parent / "csrc"
 HEADERS = ("sgtool_ops.h",)
@@ -225,7 +226,7 @@ def _vet(variant: Variant, device: torch.device) -> None:
     record = variant.directory / f"parity-{device.type}-{variant.device_tag}.json"
     with _file_lock(variant.directory / "sgtool.lock"):
         if record.exists():
-            variant.parity = json.loads(record.read_text())
+            variant.parity = read_json(record)
         else:
             try:
                 # The first op call may come from inside no_grad, inference_mode or autocast code (bf16 PTI): a

@@ -10,7 +10,6 @@ the first `grid_max` images and generate.json lists the first RECORD_LIMIT (the 
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -23,7 +22,7 @@ from ..geometry import input_transform
 from ..progress import SILENT, Reporter
 from ..settings import GenerateSettings
 from ..settings.commands import SEED_LIMIT
-from ..utils.io import image_grid, save_image, save_npy, to_uint8, write_json
+from ..utils.io import image_grid, read_json, save_image, save_npy, to_uint8, write_json
 from ..utils.parsing import seed_ranges
 from .shared.render import device_of, render
 
@@ -108,7 +107,7 @@ def _earlier_images(outdir: Path, settings: GenerateSettings) -> list[dict]:
     """The image records of an earlier run into `outdir` (kept: runs of more seeds add up). Refused, before any
     work, when that run made its images with other settings: this one would write over them."""
     try:
-        earlier = json.loads((outdir / "generate.json").read_text())
+        earlier = read_json((outdir / "generate.json"))
         before = earlier["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -20,7 +20,6 @@ failed items.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import __version__
 from ..errors import SgtoolError
-from .io import write_json
+from .io import read_json, write_json
 
 T = TypeVar("T")
 MANIFEST_FORMAT = "sgtool-manifest"
@@ -123,7 +122,7 @@ def write_manifest(outdir: str | Path, command: str, shard: Shard | None, items:
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise SgtoolError(f"manifest {path} does not exist") from None
     except ValueError as exc:
@@ -209,7 +208,7 @@ def merge_summaries(paths: Iterable[str | Path]) -> dict[str, dict]:
         shard_path = path.parent / summary["shard_file"]
         folders.setdefault(summary["file"], []).append(path.parent)
         try:
-            groups.setdefault(summary["file"], []).append(json.loads(shard_path.read_text()))
+            groups.setdefault(summary["file"], []).append(read_json(shard_path))
         except FileNotFoundError:
             raise SgtoolError(f"{shard_path} (named by {path}) does not exist; rerun that shard") from None
         except ValueError as exc:

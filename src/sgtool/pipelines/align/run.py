@@ -11,7 +11,6 @@ The quads, the transform and the resampling are in `geometry.py`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import AlignSettings
 from ...utils.batch import Shard
-from ...utils.io import save_image, save_npy, write_json
+from ...utils.io import read_json, save_image, save_npy, write_json
 from ..shared.batch import Batch, Item, collect
 from ..shared.images import read_image
 from .faces import FaceFinder, Rejection, default_finder
@@ -238,7 +237,7 @@ def _earlier_faces(summary_path: Path, config: dict, sources: set[str]) -> list[
     together, and rewriting alignment.json would silently drop them).
     """
     try:
-        data = json.loads(summary_path.read_text())
+        data = read_json(summary_path)
     except (OSError, ValueError):
         return []
     if not isinstance(data, dict) or not isinstance(data.get("faces"), list):
@@ -255,7 +254,7 @@ def _earlier_faces(summary_path: Path, config: dict, sources: set[str]) -> list[
 def _recorded_faces(summary_path: Path, config: dict) -> dict[str, list[dict]]:
     """Face records of an earlier run with the same config whose output files all exist, by input."""
     try:
-        data = json.loads(summary_path.read_text())
+        data = read_json(summary_path)
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("config") != config:

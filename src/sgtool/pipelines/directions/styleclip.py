@@ -20,7 +20,6 @@ uninterrupted one. The delta_i_c file is written once it is complete.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -54,7 +53,7 @@ from ...errors import SgtoolError
 from ...models import load_generator
 from ...progress import SILENT, Reporter
 from ...settings import StyleclipDirectionsSettings
-from ...utils.io import check_writable, save_npy, write_json
+from ...utils.io import check_writable, read_json, save_npy, write_json
 from ..shared.batch import StopRequest
 from ..shared.render import device_of
 
@@ -260,6 +259,6 @@ def _check_same(recorded: dict, settings: dict, partial: Path) -> None:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError):
         raise SgtoolError(f"{path} is not readable JSON; delete it to start the build over") from None

@@ -29,7 +29,7 @@ from ...latents import load_latents, load_npy
 from ...models import load_generator, save_generator
 from ...progress import SILENT, Reporter
 from ...settings import EditSettings
-from ...utils.io import digest, file_identity, save_image, save_npy, to_uint8, write_json
+from ...utils.io import digest, file_identity, read_json, save_image, save_npy, to_uint8, write_json
 from ..align.run import DEFAULT_MIN_FACE, align_image
 from ..shared.batch import Batch, Item
 from .requests import EditRequest
@@ -80,7 +80,7 @@ def recorded_run(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         if not isinstance(record.get("photos"), list) or not isinstance(record.get("settings"), dict):
             raise ValueError("photos or settings missing")
         for photo in record["photos"]:
@@ -336,7 +336,7 @@ def _device(generator) -> torch.device:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(Path(path))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

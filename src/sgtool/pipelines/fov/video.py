@@ -3,7 +3,6 @@ canvas through its landmarks transform (edits faded in as in `sgtool video`) int
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from ...device import resolve_device
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import ClipOptions, ExpandFovSettings
-from ...utils.io import to_uint8, write_json
+from ...utils.io import read_json, to_uint8, write_json
 from ..edit.texts import encode_prompts
 from .tiles import Margins, expand_fov, require_stylegan3
 from ..video.clip import Clip, ClipModels, Stage, run_stages
@@ -53,7 +52,7 @@ def clip_options(settings: ExpandFovSettings, reporter: Reporter) -> tuple[ClipO
     if settings.video != ClipOptions() or not record.is_file():
         return settings.video, None
     try:
-        recorded = json.loads(record.read_text())["settings"]
+        recorded = read_json(record)["settings"]
         adopted = ClipOptions.model_validate({name: recorded[name] for name in ClipOptions.model_fields
                                               if name in recorded and name != "force"})
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import signal
 import threading
@@ -28,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...utils.batch import DONE, Shard, select_shard, shard_file_name, write_manifest
-from ...utils.io import write_json
+from ...utils.io import read_json, write_json
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
@@ -185,7 +184,7 @@ def earlier_items(record: Path, settings: dict, items: list[Item], ignored: Iter
     differ beyond `ignored` (its outputs and these would not belong together) or when one of this run's inputs would
     write over an earlier input's outputs (the same name from another folder)."""
     try:
-        data = json.loads(Path(record).read_text())
+        data = read_json(Path(record))
     except (OSError, ValueError):
         return []
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):

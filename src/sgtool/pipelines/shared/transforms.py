@@ -12,7 +12,6 @@ the same stem (no folders, no image suffix, no `_latent`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ...errors import SgtoolError
 from .batch import IMAGE_SUFFIXES
+from ...utils.io import read_json
 
 
 @dataclass
@@ -117,7 +117,7 @@ class TransformTable:
         """The transforms that `sgtool invert` recorded in the invert.json next to `latent_file`, if any."""
         record = Path(latent_file).parent / "invert.json"
         try:
-            data = json.loads(record.read_text())
+            data = read_json(record)
         except (OSError, ValueError):
             return None
         entries = []
@@ -150,10 +150,10 @@ def load_alignment(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise SgtoolError(f"{path}: no such file (run `sgtool align` first)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not text, too large or too deep
         raise SgtoolError(f"{path} is not an alignment.json ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("faces"), list):
         raise SgtoolError(f"{path} is not an alignment.json (no 'faces' list)")

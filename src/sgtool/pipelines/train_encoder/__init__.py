@@ -5,6 +5,7 @@
     summary = train_encoder(TrainEncoderSettings(network="G.pkl", synthetic=True, arch="e4e", outdir="runs/x"))
 """
 
-from .run import find_runs, train_encoder
+from .records import find_runs
+from .run import train_encoder
 
 __all__ = ["find_runs", "train_encoder"]

@@ -12,7 +12,6 @@ edit with it. The engine is `pti.py`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +27,7 @@ from ..shared.batch import Batch, Item, Result, StopRequest, collect, name_items
 from ..shared.images import encoder_input, generator_target, load_square_target, read_image
 from ..shared.transforms import TransformTable, stem
 from .pti import CHECKPOINT_NAME, TuneTarget, tune_and_save
+from ...utils.io import read_json
 
 
 
@@ -94,7 +94,7 @@ def recorded_alignment(latents) -> bool | None:
     """Whether the `sgtool invert` run that wrote `latents` aligned its photos (its invert.json), None when unknown."""
     folder = Path(latents) if Path(latents).is_dir() else Path(latents).parent
     try:
-        value = json.loads((folder / "invert.json").read_text())["settings"]["align"]
+        value = read_json((folder / "invert.json"))["settings"]["align"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, bool) else None

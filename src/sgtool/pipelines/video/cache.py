@@ -11,7 +11,6 @@ under a temporary name and renamed, so a kill never leaves a half-written file b
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...utils.io import atomic_path, write_json
+from ...utils.io import atomic_path, read_json, write_json
 
 CACHE_VERSION = 2  # bump when a stage's products change meaning
 
@@ -38,7 +37,7 @@ class StageEntry:
     @property
     def record(self) -> dict | None:
         try:
-            return json.loads((self.dir / "stage.json").read_text())
+            return read_json((self.dir / "stage.json"))
         except (OSError, ValueError):
             return None
 

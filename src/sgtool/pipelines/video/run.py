@@ -8,7 +8,6 @@ tuned_generator.safetensors, video.json); the stages' own results stay in OUTDIR
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from ...device import resolve_device
 from ...progress import SILENT, Reporter
 from ...settings import VideoSettings
-from ...utils.io import write_json
+from ...utils.io import read_json, write_json
 from ..edit.texts import encode_prompts
 from ..shared.smoothing import jitter
 from .cache import publish
@@ -77,7 +76,7 @@ def _set_aside_earlier_outputs(outdir: Path, settings: VideoSettings, reporter: 
     into OUTDIR: the earlier run's are moved to OUTDIR/earlier/<when it ran>/ first, and a line says so."""
     record = outdir / "video.json"
     try:
-        earlier = json.loads(record.read_text())
+        earlier = read_json(record)
         before, outputs = earlier["settings"], earlier["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return
