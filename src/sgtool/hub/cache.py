@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .registry import ModelEntry
-from ..utils.io import read_json
+from ..utils.records import read_json
 
 HOME_ENV = "SGTOOL_HOME"
 

@@ -23,7 +23,7 @@ from urllib.request import HTTPCookieProcessor, Request, build_opener
 
 from .. import __version__
 from ..errors import SgtoolError
-from ..utils.io import read_json
+from ..utils.records import read_json
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0          # per socket operation: a stalled connection fails instead of hanging

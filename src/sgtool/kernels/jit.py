@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from ..utils.io import read_json
+from ..utils.records import read_json
 
 CSRC = Path(__file__).parent / "csrc"
 HEADERS = ("sgtool_ops.h",)

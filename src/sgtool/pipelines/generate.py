@@ -22,7 +22,8 @@ from ..geometry import input_transform
 from ..progress import SILENT, Reporter
 from ..settings import GenerateSettings
 from ..settings.commands import SEED_LIMIT
-from ..utils.io import image_grid, read_json, save_image, save_npy, to_uint8, write_json
+from ..utils.io import image_grid, save_image, save_npy, to_uint8, write_json
+from ..utils.records import read_json
 from ..utils.parsing import seed_ranges
 from .shared.render import device_of, render
 

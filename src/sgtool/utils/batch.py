@@ -28,7 +28,8 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import __version__
 from ..errors import SgtoolError
-from .io import read_json, write_json
+from .io import write_json
+from .records import read_json
 
 T = TypeVar("T")
 MANIFEST_FORMAT = "sgtool-manifest"

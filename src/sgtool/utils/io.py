@@ -108,21 +108,6 @@ def save_npy(array: np.ndarray, path: str | os.PathLike, allow_pickle: bool = Fa
     return Path(path)
 
 
-MAX_RECORD_BYTES = 256 * 2 ** 20  # far beyond any record sgtool writes (a manifest of a million items is ~200 MB)
-
-
-def read_json(path: str | os.PathLike):
-    """A JSON record (sgtool's own, or a crafted one): at most MAX_RECORD_BYTES and not nested beyond what Python's
-    parser can follow; every way of being unreadable is an OSError or a ValueError."""
-    path = Path(path)
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_RECORD_BYTES // 2 ** 20} MB")
-    try:
-        return json.loads(path.read_text())
-    except RecursionError:
-        raise ValueError(f"{path} is nested too deeply") from None
-
-
 def write_json(data, path: str | os.PathLike) -> Path:
     """Valid JSON whatever the values: NaN and infinity (a diverged loss) are written as null."""
     text = json.dumps(json.loads(json.dumps(data, default=_json_default), parse_constant=lambda _: None), indent=2,

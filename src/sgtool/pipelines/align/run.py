@@ -23,7 +23,8 @@ from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import AlignSettings
 from ...utils.batch import Shard
-from ...utils.io import read_json, save_image, save_npy, write_json
+from ...utils.io import save_image, save_npy, write_json
+from ...utils.records import read_json
 from ..shared.batch import Batch, Item, collect
 from ..shared.images import read_image
 from .faces import FaceFinder, Rejection, default_finder

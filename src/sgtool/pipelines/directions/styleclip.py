@@ -53,7 +53,8 @@ from ...errors import SgtoolError
 from ...models import load_generator
 from ...progress import SILENT, Reporter
 from ...settings import StyleclipDirectionsSettings
-from ...utils.io import check_writable, read_json, save_npy, write_json
+from ...utils.io import check_writable, save_npy, write_json
+from ...utils.records import read_json
 from ..shared.batch import StopRequest
 from ..shared.render import device_of
 

@@ -29,7 +29,8 @@ from ...latents import load_latents, load_npy
 from ...models import load_generator, save_generator
 from ...progress import SILENT, Reporter
 from ...settings import EditSettings
-from ...utils.io import digest, file_identity, read_json, save_image, save_npy, to_uint8, write_json
+from ...utils.io import digest, file_identity, save_image, save_npy, to_uint8, write_json
+from ...utils.records import read_json
 from ..align.run import DEFAULT_MIN_FACE, align_image
 from ..shared.batch import Batch, Item
 from .requests import EditRequest

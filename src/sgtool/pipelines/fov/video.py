@@ -12,7 +12,8 @@ from ...device import resolve_device
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...settings import ClipOptions, ExpandFovSettings
-from ...utils.io import read_json, to_uint8, write_json
+from ...utils.io import to_uint8, write_json
+from ...utils.records import read_json
 from ..edit.texts import encode_prompts
 from .tiles import Margins, expand_fov, require_stylegan3
 from ..video.clip import Clip, ClipModels, Stage, run_stages

@@ -27,7 +27,8 @@ from typing import Callable, Iterable, Iterator
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
 from ...utils.batch import DONE, Shard, select_shard, shard_file_name, write_manifest
-from ...utils.io import read_json, write_json
+from ...utils.io import write_json
+from ...utils.records import read_json
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})

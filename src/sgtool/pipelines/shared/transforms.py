@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import SgtoolError
 from .batch import IMAGE_SUFFIXES
-from ...utils.io import read_json
+from ...utils.records import read_json
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from ...errors import SgtoolError
 from ...settings import TrainEncoderSettings
 from ...settings.base import old_names
-from ...utils.io import read_json
+from ...utils.records import read_json
 from . import checkpoints as ckpts
 
 RESUMABLE_CHANGES = {"steps", "val_every", "save_every", "keep_last", "log_every", "workers", "grid_images",

@@ -27,7 +27,7 @@ from ..shared.batch import Batch, Item, Result, StopRequest, collect, name_items
 from ..shared.images import encoder_input, generator_target, load_square_target, read_image
 from ..shared.transforms import TransformTable, stem
 from .pti import CHECKPOINT_NAME, TuneTarget, tune_and_save
-from ...utils.io import read_json
+from ...utils.records import read_json
 
 
 

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ...utils.io import atomic_path, read_json, write_json
+from ...utils.io import atomic_path, write_json
+from ...utils.records import read_json
 
 CACHE_VERSION = 2  # bump when a stage's products change meaning
 

@@ -17,7 +17,8 @@ import numpy as np
 from ...device import resolve_device
 from ...progress import SILENT, Reporter
 from ...settings import VideoSettings
-from ...utils.io import read_json, write_json
+from ...utils.io import write_json
+from ...utils.records import read_json
 from ..edit.texts import encode_prompts
 from ..shared.smoothing import jitter
 from .cache import publish
