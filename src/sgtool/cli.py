@@ -28,7 +28,6 @@ from .commands.tune import tune
 from .commands.video import video
 
 
-
 class _Commands(TyperGroup):
     """sgtool's commands in workflow order, with the old `edit` spellings of tasks that moved to commands of their
     own sent on to them."""
