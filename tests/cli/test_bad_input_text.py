@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from support.clip_models import TINY_CLIP, random_clip
+from support.clip_models import TINY_CLIP, save_tiny_clip
 from support.golden import golden_dir
 from sgtool.cli import app
 
@@ -21,14 +21,7 @@ SG2 = golden_dir("generators", "sg2_64.pkl")
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("clip")
-    network, _ = random_clip(TINY_CLIP, seed=4)
-    save_file(network.state_dict(), str(folder / "clip.safetensors"))
-    (folder / "clip.json").write_text(json.dumps(TINY_CLIP))
-    (folder / "templates.txt").write_text("a photo of {}.\n")
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"), ["a photo of {}."])
 
 
 def _check(result, *needles):

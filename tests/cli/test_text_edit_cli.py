@@ -18,7 +18,7 @@ from sgtool.pipelines.edit.requests import prepare_edits
 from sgtool.pipelines.video.edits import ClipEdits
 from sgtool.settings import EditOptions
 from sgtool.utils.io import to_uint8
-from support.clip_models import TINY_CLIP, random_clip
+from support.clip_models import TINY_CLIP, save_tiny_clip
 from support.golden import golden_dir
 
 runner = CliRunner()
@@ -29,14 +29,7 @@ BETA = 0.05  # the golden delta_i_c rows are random: a random text direction fin
 @pytest.fixture(scope="module")
 def clip_files(tmp_path_factory):
     """A random tiny CLIP saved as safetensors with its open_clip config as JSON, and a templates file."""
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("clip")
-    network, _ = random_clip(TINY_CLIP, seed=4)
-    save_file(network.state_dict(), str(folder / "clip.safetensors"))
-    (folder / "clip.json").write_text(json.dumps(TINY_CLIP))
-    (folder / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"), TEMPLATES)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,9 @@ transformer block per tower, 512 features like ViT-B-32) that renders-and-encode
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from sgtool.editing.clip_text import TINY_TEST_CLIP
@@ -18,3 +21,14 @@ def random_clip(model="ViT-B-32", seed: int = 0):
         torch.manual_seed(seed)
         network, tokenizer = build_clip(model)
     return network.eval(), tokenizer
+
+
+def save_tiny_clip(folder: Path, templates: list[str], seed: int = 4) -> Path:
+    """A random tiny CLIP as the CLI takes one: clip.safetensors, its open_clip config clip.json, templates.txt."""
+    from safetensors.torch import save_file
+
+    network, _ = random_clip(TINY_CLIP, seed=seed)
+    save_file(network.state_dict(), str(folder / "clip.safetensors"))
+    (folder / "clip.json").write_text(json.dumps(TINY_CLIP))
+    (folder / "templates.txt").write_text("\n".join(templates) + "\n")
+    return folder
