@@ -199,7 +199,10 @@ class SynthesisNetwork(nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws, noise_mode="const", force_fp32=True, **block_kwargs):
+    def forward(self, ws, noise_mode="const", force_fp32=True, stop_at: int | None = None,
+                replace: dict[int, torch.Tensor] | None = None, **block_kwargs):
+        """The image of W+ codes; `stop_at` R: the activation that block bR outputs instead; `replace` {R: x}: x
+        in place of that activation for the blocks above R (its to-RGB skip still comes from the codes)."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         ws = ws.to(full_precision(self))
@@ -211,6 +214,10 @@ class SynthesisNetwork(nn.Module):
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img = block(x, img, block_ws, noise_mode=noise_mode, force_fp32=force_fp32, **block_kwargs)
+            if res == stop_at:
+                return x
+            if replace and res in replace:
+                x = replace[res].to(x.dtype)
         return img
 
 

@@ -1,0 +1,181 @@
+"""StyleFeatureEditor (SFE, CVPR 2024): feature-space inversion and editing for a 1024 px StyleGAN2.
+
+Beside the W+ code, the inverter predicts the generator's activation F at one layer (the 64 px output of
+its second 64 px convolution, index 9 of rosinality's feature list); the generator then runs from w up to
+that layer, takes F in place of its own activation, and continues from there with w. An edit moves w
+and, through the feature editor, F: the editor sees the inverted F and the change an e4e code's layer-9
+feature undergoes under the same edit (unedited minus edited).
+
+Layout of the released `sfe_editor_light.pt`: `inverter.fs_backbone.*` (an ArcFace iResNet-50 trunk whose
+third stage keeps 64 px, a W+ head on its pooled stages and a content head), `inverter.fuser.*` and
+`encoder.*` (the feature editor); both the fuser and the editor are a 1x1 convolution from 1024 to 512
+channels followed by five residual blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import CheckpointError
+from ..safe_pickle import safe_torch_load
+
+FEATURE_RESOLUTION = 64  # SFE's F: the generator's 64 px activation (rosinality feature index 9)
+FEATURE_CHANNELS = 512
+NUM_STYLES = 18
+STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # iResNet-50: channels and blocks per stage
+
+
+class IBasicBlock(nn.Module):
+    """ArcFace's residual block: BN, 3x3 conv, BN, PReLU, 3x3 conv (strided), BN; no activation after the sum."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(IBasicBlock(inplanes, planes, stride), *(IBasicBlock(planes, planes, 1)
+                                                                  for _ in range(blocks - 1)))
+
+
+class FeatureStyleBackbone(nn.Module):
+    """256 px image -> (W+ offsets [B, 18, 512], predicted F [B, 512, 64, 64])."""
+
+    def __init__(self, num_styles: int = NUM_STYLES):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        inplanes = 64
+        for index, (planes, blocks) in enumerate(STAGES, start=1):
+            # The third stage keeps its input's 64 px (stride 1 where ArcFace has 2): F's resolution.
+            setattr(self, f"block_{index}", _stage(inplanes, planes, blocks, 1 if index == 3 else 2))
+            inplanes = planes
+        self.content_layer = nn.Sequential(
+            nn.BatchNorm2d(256), nn.Conv2d(256, 512, 3, 1, 1, bias=False), nn.BatchNorm2d(512), nn.PReLU(512),
+            nn.Conv2d(512, 512, 3, 1, 1, bias=False), nn.BatchNorm2d(512))
+        pooled = sum(planes for planes, _ in STAGES) * 9
+        self.styles = nn.ModuleList(nn.Linear(pooled, 512) for _ in range(num_styles))
+
+    def pooled(self, x):
+        """(the four stages' outputs pooled to 3x3 and flattened channel-major [B, 8640], the third stage)."""
+        x = self.conv(x)
+        stages = []
+        for index in range(1, 5):
+            x = getattr(self, f"block_{index}")(x)
+            stages.append(x)
+        features = torch.cat([F.adaptive_avg_pool2d(s, (3, 3)) for s in stages], dim=1)
+        return features.flatten(1), stages[2]
+
+    def forward(self, x):
+        pooled, third = self.pooled(x)
+        codes = torch.stack([head(pooled) for head in self.styles], dim=1)
+        return codes, self.content_layer(third)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.PReLU(channels), nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class FeatureMixer(nn.Module):
+    """Two feature tensors concatenated (1024 channels) -> one (512): SFE's fuser and its feature editor."""
+
+    def __init__(self, blocks: int = 5, in_channels: int = 2 * FEATURE_CHANNELS, channels: int = FEATURE_CHANNELS):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 1)
+        self.body = nn.Sequential(*(_ResidualBlock(channels) for _ in range(blocks)))
+
+    def forward(self, first, second):
+        return self.body(self.conv(torch.cat([first, second], dim=1)))
+
+
+@dataclass
+class FeatureInversion:
+    """What the inverter finds for a batch: the W+ code, the predicted and the fused F."""
+
+    w: torch.Tensor  # [B, 18, 512], latent_avg added
+    content: torch.Tensor  # [B, 512, 64, 64], the backbone's F
+    fused: torch.Tensor  # [B, 512, 64, 64], F of the inversion (content fused with w's own layer-9 feature)
+
+
+class FeatureStyleEditor(nn.Module):
+    """SFE's inverter (backbone + fuser) and feature editor, over a generator it does not own."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = FeatureStyleBackbone()
+        self.fuser = FeatureMixer()
+        self.editor = FeatureMixer()
+
+    def invert(self, x256: torch.Tensor, generator, latent_avg: torch.Tensor) -> FeatureInversion:
+        codes, content = self.backbone(x256)
+        w = codes + latent_avg.reshape(1, 1, -1).to(codes)
+        return FeatureInversion(w, content, self.fuser(content, generator_feature(generator, w)))
+
+    def edit_feature(self, fused: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+        """F' from the inversion's F and the change of an e4e feature under the edit (None: the reconstruction)."""
+        return self.editor(fused, torch.zeros_like(fused) if delta is None else delta)
+
+
+def generator_feature(generator, ws: torch.Tensor) -> torch.Tensor:
+    """The generator's activation at F's place (the 64 px block's output) for W+ codes, noise as stored."""
+    return generator.synthesis(ws, noise_mode="const", stop_at=FEATURE_RESOLUTION)
+
+
+def render_with_feature(generator, ws: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    """The image of `ws` with F in place of the generator's own 64 px activation (lower to-RGB skips from w)."""
+    return generator.synthesis(ws, noise_mode="const", replace={FEATURE_RESOLUTION: feature})
+
+
+def feature_delta(generator, ws: torch.Tensor, edited_ws: torch.Tensor, mask64: torch.Tensor | None = None):
+    """The editor's second input: the 64 px feature of `ws` minus that of `edited_ws` (SFE takes e4e codes),
+    zero where `mask64` ([B, 1, 64, 64], 1 = background) is 1."""
+    delta = generator_feature(generator, ws) - generator_feature(generator, edited_ws)
+    return delta if mask64 is None else delta * (1 - mask64)
+
+
+def load_feature_editor(path, device="cpu") -> FeatureStyleEditor:
+    """SFE's `sfe_editor_light.pt` (`inverter.fs_backbone.*`, `inverter.fuser.*`, `encoder.*`; other entries,
+    as full training checkpoints carry, are ignored), read without running code."""
+    data = safe_torch_load(path)
+    state = data.get("state_dict") if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a StyleFeatureEditor checkpoint (no state_dict)")
+    parts = {"backbone.": "inverter.fs_backbone.", "fuser.": "inverter.fuser.", "editor.": "encoder."}
+    model = FeatureStyleEditor()
+    expected = model.state_dict()
+    mapped = {}
+    for ours, theirs in parts.items():
+        mapped.update({ours + k[len(theirs):]: v for k, v in state.items()
+                       if isinstance(k, str) and k.startswith(theirs) and ours + k[len(theirs):] in expected})
+    missing = [k for k in expected if k not in mapped]
+    if missing:
+        theirs = next((t + k[len(o):] for o, t in parts.items() for k in missing if k.startswith(o)), missing[0])
+        raise CheckpointError(f"{path} is not a StyleFeatureEditor editor checkpoint (no {theirs}; the inverter-only "
+                              "phase-1 file and other encoders are not it)")
+    wrong = next((k for k in expected if tuple(mapped[k].shape) != tuple(expected[k].shape)), None)
+    if wrong is not None:
+        raise CheckpointError(f"{path}: {wrong} is {list(mapped[wrong].shape)}, expected {list(expected[wrong].shape)}")
+    model.load_state_dict({k: v.contiguous() for k, v in mapped.items()})
+    return model.eval().requires_grad_(False).to(device)

@@ -1,0 +1,100 @@
+"""StyleFeatureEditor against the reference outputs (../shared/golden/sfe): the released checkpoints loaded as
+they are, codes, the 64 px feature tensors, the reconstruction and three edits (two strengths and a masked one),
+within the tolerances the fixture's README suggests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from support.golden import golden_dir
+from sgtool.models import load_generator
+from sgtool.models.encoders.sfe import (feature_delta, generator_feature, load_feature_editor,
+                                        render_with_feature)
+from sgtool.pipelines.invert import load_encoder
+
+FOLDER = golden_dir("sfe", "sfe_1024")
+CODES, FEATURE_C8, FEATURE_POOL8, DELTA, IMAGES = 1e-4, 5e-4, 2e-4, 1e-4, 2e-3
+
+
+@pytest.fixture(scope="module")
+def sfe():
+    generator = load_generator(FOLDER / "stylegan2-ffhq-config-f.pt")
+    latent_avg = torch.load(FOLDER / "stylegan2-ffhq-config-f.pt", map_location="cpu", weights_only=True)["latent_avg"]
+    e4e = load_encoder(FOLDER / "e4e_ffhq_encode.pt", network=generator)
+    model = load_feature_editor(FOLDER / "sfe_editor_light.pt")
+    rgb = np.asarray(Image.open(FOLDER / "input.png").convert("RGB"), np.float32) / 255
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None] * 2 - 1
+    x256 = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False)
+    direction = torch.load(FOLDER / "interfacegan_direction.pt", map_location="cpu", weights_only=True)
+    return generator, latent_avg.float(), e4e, model, x256, direction, dict(np.load(FOLDER / "io.npz"))
+
+
+def _feature(value, io, name):
+    np.testing.assert_allclose(value[:, :8].numpy(), io[f"{name}_c8"], atol=FEATURE_C8, rtol=0)
+    np.testing.assert_allclose(F.avg_pool2d(value.double(), 8).float().numpy(), io[f"{name}_pool8"],
+                               atol=FEATURE_POOL8, rtol=0)
+
+
+def _image(value, io, name):
+    np.testing.assert_allclose(value[:, :, 448:576, 448:576].numpy(), io[f"{name}_center"], atol=IMAGES, rtol=0)
+    np.testing.assert_allclose(value[:, :, :64, :64].numpy(), io[f"{name}_corner"], atol=IMAGES, rtol=0)
+    np.testing.assert_allclose(F.avg_pool2d(value.double(), 8).float().numpy(), io[f"{name}_pool8"], atol=IMAGES,
+                               rtol=0)
+
+
+@torch.no_grad()
+def test_inversion_codes_features_and_reconstruction_match_the_reference(sfe):
+    generator, latent_avg, e4e, model, x256, _, io = sfe
+    np.testing.assert_allclose(x256.numpy(), io["x256"], atol=1e-6, rtol=0)
+    pooled, _ = model.backbone.pooled(x256)
+    np.testing.assert_allclose(pooled.numpy(), io["fs_pooled"], atol=CODES * 10, rtol=0)
+    inversion = model.invert(x256, generator, latent_avg)
+    np.testing.assert_allclose(inversion.w.numpy(), io["w"], atol=CODES, rtol=0)
+    _feature(inversion.content, io, "content")
+    _feature(generator_feature(generator, inversion.w), io, "wfeat")
+    _feature(inversion.fused, io, "fused")
+    feat_inv = model.edit_feature(inversion.fused)
+    _feature(feat_inv, io, "feat_inv")
+    _image(render_with_feature(generator, inversion.w, feat_inv), io, "img_inv")
+    w_e4e = e4e.encoder(x256) + latent_avg  # the generator file's latent_avg, as SFE takes it
+    np.testing.assert_allclose(w_e4e.numpy(), io["w_e4e"], atol=CODES * 10, rtol=0)
+    _feature(generator_feature(generator, w_e4e), io, "e4e_feat")
+
+
+@pytest.mark.parametrize("tag", ["p0", "p1", "m0"])
+@torch.no_grad()
+def test_edits_through_the_feature_editor_match_the_reference(sfe, tag):
+    generator, latent_avg, e4e, model, x256, direction, io = sfe
+    power = {"p0": io["powers"][0], "p1": io["powers"][1], "m0": io["powers"][0]}[tag]
+    inversion = model.invert(x256, generator, latent_avg)
+    w_e4e = e4e.encoder(x256) + latent_avg
+    step = float(power) / 2 * direction  # InterFaceGAN as SFE applies it: half the strength, every style input
+    w_edit, w_e4e_edit = inversion.w + step, w_e4e + step
+    np.testing.assert_allclose(w_edit.numpy(), io[f"w_edit_{tag}"], atol=CODES, rtol=0)
+    mask64 = None
+    if tag == "m0":
+        mask = np.asarray(Image.open(FOLDER / "mask.png").convert("RGB"), np.float32)[..., 0] / 255
+        mask64 = F.interpolate(torch.from_numpy(mask)[None, None], size=(64, 64), mode="bilinear",
+                               align_corners=False)
+        np.testing.assert_allclose(mask64[0, 0].numpy(), io["mask64_m0"], atol=1e-6, rtol=0)
+    delta = feature_delta(generator, w_e4e, w_e4e_edit, mask64)
+    np.testing.assert_allclose(delta[:, :8].numpy(), io[f"delta_{tag}_c8"], atol=DELTA, rtol=0)
+    feat_edit = model.edit_feature(inversion.fused, delta)
+    _feature(feat_edit, io, f"feat_edit_{tag}")
+    _image(render_with_feature(generator, w_edit, feat_edit), io, f"img_edit_{tag}")
+
+
+def test_other_checkpoints_are_refused_as_sfe(tmp_path):
+    from sgtool.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a StyleFeatureEditor editor checkpoint"):
+        load_feature_editor(FOLDER / "e4e_ffhq_encode.pt")
+    state = torch.load(FOLDER / "sfe_editor_light.pt", map_location="cpu", weights_only=True)["state_dict"]
+    inverter_only = {k.replace("inverter.", "encoder.", 1): v for k, v in state.items() if k.startswith("inverter.")}
+    torch.save({"state_dict": inverter_only}, tmp_path / "sfe_inverter_light.pt")
+    with pytest.raises(CheckpointError, match="phase-1 file"):
+        load_feature_editor(tmp_path / "sfe_inverter_light.pt")
