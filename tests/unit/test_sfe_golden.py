@@ -98,3 +98,32 @@ def test_other_checkpoints_are_refused_as_sfe(tmp_path):
     torch.save({"state_dict": inverter_only}, tmp_path / "sfe_inverter_light.pt")
     with pytest.raises(CheckpointError, match="phase-1 file"):
         load_feature_editor(tmp_path / "sfe_inverter_light.pt")
+
+
+def test_invert_writes_the_code_and_the_feature_tensor_it_renders_with(sfe, tmp_path):
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from sgtool.cli import app
+    from sgtool.pipelines.shared.images import encoder_input, read_image
+
+    generator, latent_avg, _, model, _, _, _ = sfe
+    args = ["invert", str(FOLDER / "input.png"), "-e", str(FOLDER / "sfe_editor_light.pt"), "--w-encoder",
+            str(FOLDER / "e4e_ffhq_encode.pt"), "--no-align", "-o", str(tmp_path / "inv"), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "-n", str(FOLDER / "stylegan2-ffhq-config-f.pt")])
+    assert result.exit_code == 0, result.output
+    with torch.no_grad():
+        inversion = model.invert(encoder_input(read_image(FOLDER / "input.png"))[None], generator, latent_avg)
+        feature = model.edit_feature(inversion.fused)
+    np.testing.assert_allclose(np.load(tmp_path / "inv" / "input_latent.npy"), inversion.w[0].numpy(), atol=1e-5)
+    with safe_open(str(tmp_path / "inv" / "input_features.safetensors"), "pt") as f:
+        meta = f.metadata()
+        np.testing.assert_allclose(f.get_tensor("features").numpy(), feature[0].numpy(), atol=1e-4)
+    assert meta["format"] == "sgtool-sfe-features" and meta["layer"] == "b64"
+    assert meta["network"].endswith("stylegan2-ffhq-config-f.pt")
+    # An SFE file holds no generator, and a projection cannot carry its feature tensor.
+    no_network = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "x")])
+    assert no_network.exit_code == 2 and "pass the StyleGAN2 it was trained with as --network" in no_network.stderr
+    projected = CliRunner().invoke(app, [*args, "-n", str(FOLDER / "stylegan2-ffhq-config-f.pt"), "-m", "hybrid",
+                                         "-o", str(tmp_path / "y")])
+    assert projected.exit_code == 2 and "run it with --method encoder" in projected.stderr

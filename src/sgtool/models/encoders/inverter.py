@@ -51,6 +51,7 @@ class InversionStep:
     unaligned: torch.Tensor | None = None
     images_full: torch.Tensor | None = None  # decoder resolution, only with keep_full=True
     unaligned_full: torch.Tensor | None = None
+    features: torch.Tensor | None = None  # feature-space encoders (SFE): the generator's 64 px activation [B, C, H, W]
 
 
 # ReStyle iterations of the reference inference scripts, whose test options override the checkpoint's

@@ -179,3 +179,63 @@ def load_feature_editor(path, device="cpu") -> FeatureStyleEditor:
         raise CheckpointError(f"{path}: {wrong} is {list(mapped[wrong].shape)}, expected {list(expected[wrong].shape)}")
     model.load_state_dict({k: v.contiguous() for k, v in mapped.items()})
     return model.eval().requires_grad_(False).to(device)
+
+
+def is_feature_editor_checkpoint(path) -> bool:
+    """An SFE file (its inverter and feature editor), told by its keys before any other encoder reader tries it."""
+    try:
+        data = safe_torch_load(path)
+    except Exception:  # not a weights-only torch file: another reader names the problem
+        return False
+    state = data.get("state_dict") if isinstance(data, dict) else None
+    return isinstance(state, dict) and any(str(k).startswith("inverter.fs_backbone.") for k in state)
+
+
+class FeatureStyleInverter(nn.Module):
+    """SFE inversion as sgtool's inverters run: `.invert(x256)` -> one step whose latents are the W+ codes, whose
+    features are F (the editor's reconstruction feature) and whose images render both."""
+
+    input_size = 256
+    default_steps = 1
+    family = "sfe"
+    encoder_type = "StyleFeatureEditor"
+
+    def __init__(self, model: FeatureStyleEditor, generator, latent_avg: torch.Tensor, w_encoder, source: str = ""):
+        super().__init__()
+        if generator.kind != "stylegan2" or generator.img_resolution != 1024 or generator.num_ws != NUM_STYLES:
+            raise CheckpointError(f"{source}: StyleFeatureEditor works with a 1024 px StyleGAN2 of 18 style inputs "
+                                  f"(SFE's), not {generator.kind} {generator.img_resolution} px")
+        self.model, self.generator, self.w_encoder, self.source = model, generator, w_encoder, source
+        self.register_buffer("latent_avg", latent_avg.reshape(-1).float())
+
+    @torch.no_grad()
+    def invert(self, x: torch.Tensor, steps: int | None = None, transform: torch.Tensor | None = None,
+               keep_full: bool = False):
+        from ...errors import SgtoolError
+        from .inverter import InversionStep, face_pool
+
+        if steps not in (None, 1):
+            raise SgtoolError(f"{self.source} is a single-pass feature-space encoder: --encoder-steps must be 1 (or "
+                              f"left out), got {steps}")
+        if transform is not None:
+            raise ValueError("StyleGAN2 generators have no input transform; invert aligned crops only")
+        x = x.to(self.latent_avg.device, torch.float32)
+        inversion = self.model.invert(x, self.generator, self.latent_avg)
+        feature = self.model.edit_feature(inversion.fused)
+        full = render_with_feature(self.generator, inversion.w, feature)
+        return [InversionStep(latents=inversion.w, images=face_pool(full), images_full=full if keep_full else None,
+                              features=feature)]
+
+
+def load_feature_inverter(path, device="cpu", network=None, w_encoder=None) -> FeatureStyleInverter:
+    """SFE for inversion: its file, the StyleGAN2 generator it edits (`network`; required, SFE files hold none)
+    and the e4e whose codes measure edits (`w_encoder`; kept for editing)."""
+    from ..loading import load_generator
+
+    if network is None:
+        raise CheckpointError(f"{path} is a StyleFeatureEditor file, which holds no generator: pass the StyleGAN2 "
+                              "it was trained with as --network (stylegan2-ffhq-config-f.pt)")
+    generator = network if isinstance(network, nn.Module) else load_generator(network)
+    # SFE adds the generator file's latent_avg (a rosinality file's, read into mapping.w_avg).
+    return FeatureStyleInverter(load_feature_editor(path), generator.eval().requires_grad_(False),
+                                generator.mapping.w_avg, w_encoder, source=str(path)).to(device)

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from ...device import resolve_device
 from ...errors import SgtoolError
 from ...models.encoders import build_inverter, face_pool, read_encoder_checkpoint
+from ...models.encoders.sfe import FEATURE_RESOLUTION, render_with_feature
 from ...progress import SILENT, Reporter
 from ...settings import InversionOptions, InvertSettings, Projector
 from ...utils.batch import Shard
@@ -50,6 +51,11 @@ def load_encoder(path, device="cpu", network=None, w_encoder=None):
     path = resolve_reference(path, kind="encoder")
     if isinstance(network, (str, Path)):
         network = resolve_reference(network, kind="generator")
+    from ...models.encoders.sfe import is_feature_editor_checkpoint, load_feature_inverter
+
+    if is_feature_editor_checkpoint(path):
+        return load_feature_inverter(path, device=device, network=network,
+                                     w_encoder=resolve_reference(w_encoder, kind="encoder") if w_encoder else None)
     if w_encoder is not None:
         from ...models.encoders.hyperstyle import load_hyperstyle
 
@@ -84,6 +90,7 @@ class Inversion:
     losses: list[float] = field(default_factory=list)  # projection loss per step (optimize / hybrid)
     step_images: list[torch.Tensor] = field(default_factory=list)  # [3, 256, 256] per step, aligned
     generator: torch.nn.Module | None = None  # hyperstyle: this image's adjusted generator (renders `latents`)
+    features: torch.Tensor | None = None  # feature-space encoders (SFE): the 64 px activation `latents` render with
     diverged_at: int | None = None  # projection step whose loss was not finite (the latent before it is kept)
 
 
@@ -141,6 +148,9 @@ def check_method(method: str, encoder) -> None:
     if method != "optimize" and encoder is None:
         raise SgtoolError(f"--method {method} needs --encoder (a ReStyle, pSp, e4e or HyperStyle checkpoint)")
     is_hyperstyle = getattr(encoder, "family", None) == "hyperstyle"
+    if getattr(encoder, "family", None) == "sfe" and method != "encoder":
+        raise SgtoolError(f"{encoder.source} is a feature-space encoder (StyleFeatureEditor): run it with --method "
+                          "encoder (a projection would not carry its feature tensor)")
     if method == "hyperstyle" and not is_hyperstyle:
         raise SgtoolError("--method hyperstyle needs a HyperStyle checkpoint as --encoder (e.g. hyperstyle_ffhq.pt)")
     if is_hyperstyle and method != "hyperstyle":
@@ -185,9 +195,10 @@ def invert_faces(faces: list[Face], options: InversionOptions, encoder, generato
         for i in range(len(faces)):
             latents = [r.latents[i].detach().cpu() for r in results]
             adjusted = results[-1].adjusted_generator(i) if options.method == "hyperstyle" else None
+            features = results[-1].features
             out.append(Inversion(latents[-1], latents, per_image, step_images=[r.images[i].detach().cpu()
                                                                                for r in results],
-                                 generator=adjusted))
+                                 generator=adjusted, features=None if features is None else features[i].cpu()))
         return out
     return [invert_target(generator_target(f.aligned, generator.img_resolution), options.method, generator=generator,
                           encoder=encoder, steps=options.encoder_steps, num_steps=options.project_steps,
@@ -324,6 +335,23 @@ def _video_writer(item: Item, settings: InvertSettings, generator, outdir: Path)
                        fps=Fraction(settings.video_fps))
 
 
+FEATURES_FORMAT = "sgtool-sfe-features"
+
+
+def save_features(features: torch.Tensor, path: Path, record: dict) -> Path:
+    """NAME_features.safetensors: key `features` (the generator's 64 px activation an SFE inversion renders with)
+    and, as metadata, what produced it, so that an edit can check the file belongs to its generator."""
+    from safetensors.torch import save_file
+
+    from ...utils.io import atomic_path
+
+    metadata = {"format": FEATURES_FORMAT, "layer": f"b{FEATURE_RESOLUTION}",
+                "shape": "x".join(map(str, features.shape)), **{k: str(v) for k, v in record.items()}}
+    with atomic_path(path) as tmp:
+        save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
 def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: InvertSettings, generator, outdir: Path,
                    evaluator) -> dict:
     name = item.name
@@ -340,7 +368,14 @@ def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: Inver
         outputs.append(save_generator(generator, outdir / f"{name}_generator.safetensors",
                                       metadata={"hyperstyle": generator.hyperstyle, "source": str(item.source)}))
         record["generator"] = str(outputs[-1])
-    recon = render(generator, latent[None])
+    if inversion.features is not None:
+        outputs.append(save_features(inversion.features, outdir / f"{name}_features.safetensors",
+                                     {"source": str(item.source), "encoder": str(settings.encoder),
+                                      "network": str(settings.network)}))
+        record["features"] = str(outputs[-1])
+        recon = render_with_feature(generator, latent[None], inversion.features[None])
+    else:
+        recon = render(generator, latent[None])
     outputs.append(save_image(recon[0], outdir / f"{name}_recon.png"))
     record["recon"] = str(outputs[-1])
     if face.inverse_transform is not None:
