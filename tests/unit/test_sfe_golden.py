@@ -4,6 +4,8 @@ within the tolerances the fixture's README suggests."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +121,7 @@ def test_invert_writes_the_code_and_the_feature_tensor_it_renders_with(sfe, tmp_
     with safe_open(str(tmp_path / "inv" / "input_features.safetensors"), "pt") as f:
         meta = f.metadata()
         np.testing.assert_allclose(f.get_tensor("features").numpy(), feature[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(f.get_tensor("fused").numpy(), inversion.fused[0].numpy(), atol=1e-4)
     assert meta["format"] == "sgtool-sfe-features" and meta["layer"] == "b64"
     assert meta["network"].endswith("stylegan2-ffhq-config-f.pt")
     # An SFE file holds no generator, and a projection cannot carry its feature tensor.
@@ -127,3 +130,48 @@ def test_invert_writes_the_code_and_the_feature_tensor_it_renders_with(sfe, tmp_
     projected = CliRunner().invoke(app, [*args, "-n", str(FOLDER / "stylegan2-ffhq-config-f.pt"), "-m", "hybrid",
                                          "-o", str(tmp_path / "y")])
     assert projected.exit_code == 2 and "run it with --method encoder" in projected.stderr
+
+
+def test_edit_carries_a_direction_through_the_feature_editor(sfe, tmp_path):
+    from PIL import Image as PILImage
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from sgtool.cli import app
+    from sgtool.models.encoders.sfe import edit_in_feature_space, read_features
+    from sgtool.utils.io import to_uint8
+
+    generator, _, _, model, _, direction, _ = sfe
+    runner = CliRunner()
+    inv = tmp_path / "inv"
+    assert runner.invoke(app, ["invert", str(FOLDER / "input.png"), "-e", str(FOLDER / "sfe_editor_light.pt"),
+                               "--w-encoder", str(FOLDER / "e4e_ffhq_encode.pt"), "-n",
+                               str(FOLDER / "stylegan2-ffhq-config-f.pt"), "--no-align", "-o", str(inv),
+                               "--device", "cpu"]).exit_code == 0
+    torch.save(direction, tmp_path / "d.pt")
+    common = ["-n", str(FOLDER / "stylegan2-ffhq-config-f.pt"), "--direction", f"d={tmp_path / 'd.pt'}",
+              "--device", "cpu"]
+    result = runner.invoke(app, ["edit", str(inv / "input_latent.npy"), *common, "--edit", "d=1.5",
+                                 "-o", str(tmp_path / "edit"), "--json"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["items"][0]["entries"][0]
+    assert entry["feature_space"] is True
+    saved = read_features(inv / "input_features.safetensors", generator)
+    ws = torch.from_numpy(np.load(inv / "input_latent.npy"))[None]
+    with torch.no_grad():
+        image, _ = edit_in_feature_space(model, generator, saved, ws, ws + 1.5 * direction,
+                                         saved.e4e_latent[None] + 1.5 * direction)
+    written = np.asarray(PILImage.open(entry["image"]))
+    assert np.abs(written.astype(int) - to_uint8(image)[0].astype(int)).max() <= 1
+    # Only W directions go through the editor; a StyleSpace edit says how to edit the W+ code alone.
+    styled = runner.invoke(app, ["edit", str(inv / "input_latent.npy"), *common, "--style", "0:0=1",
+                                 "-o", str(tmp_path / "s")])
+    assert styled.exit_code == 2 and "--set feature_edits=false" in styled.stderr
+    # Features of another generator or layer are one line.
+    save_file({"features": torch.zeros(256, 64, 64), "fused": torch.zeros(256, 64, 64),
+               "e4e_latent": torch.zeros(18, 512)}, str(inv / "input_features.safetensors"),
+              metadata={"format": "sgtool-sfe-features", "layer": "b64"})
+    other = runner.invoke(app, ["edit", str(inv / "input_latent.npy"), *common, "--edit", "d=1",
+                                "-o", str(tmp_path / "o")])
+    assert other.exit_code == 2 and "features of another generator or layer" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1

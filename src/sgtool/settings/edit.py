@@ -78,6 +78,9 @@ class EditSettings(EditOptions, Runtime):
                                                "deviations or raw values")
     style_std_samples: int = Field(2000, ge=10, le=1_000_000, description="samples used to measure those stds")
     batch_size: int = Field(8, ge=1, le=1024, description="images rendered per pass in sweeps")
+    feature_edits: bool = Field(True, description="latents inverted by a feature-space encoder (StyleFeatureEditor: "
+                                "NAME_features.safetensors beside them) are edited through its feature editor; false: "
+                                "their W+ code only, as any latent")
 
     cli_nested: ClassVar = {"invert.method": Cli("--method", short="-m")}
 

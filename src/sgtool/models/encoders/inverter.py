@@ -51,7 +51,9 @@ class InversionStep:
     unaligned: torch.Tensor | None = None
     images_full: torch.Tensor | None = None  # decoder resolution, only with keep_full=True
     unaligned_full: torch.Tensor | None = None
-    features: torch.Tensor | None = None  # feature-space encoders (SFE): the generator's 64 px activation [B, C, H, W]
+    # Feature-space encoders (SFE): "features" (the 64 px activation the codes render with, [B, C, H, W]) and what
+    # an edit needs beside it ("fused", the editor's input; "e4e_latent", the codes edits are measured with).
+    features: dict[str, torch.Tensor] | None = None
 
 
 # ReStyle iterations of the reference inference scripts, whose test options override the checkpoint's

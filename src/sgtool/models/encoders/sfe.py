@@ -200,7 +200,8 @@ class FeatureStyleInverter(nn.Module):
     family = "sfe"
     encoder_type = "StyleFeatureEditor"
 
-    def __init__(self, model: FeatureStyleEditor, generator, latent_avg: torch.Tensor, w_encoder, source: str = ""):
+    def __init__(self, model: FeatureStyleEditor, generator, latent_avg: torch.Tensor, w_encoder: nn.Module,
+                 source: str = ""):
         super().__init__()
         if generator.kind != "stylegan2" or generator.img_resolution != 1024 or generator.num_ws != NUM_STYLES:
             raise CheckpointError(f"{source}: StyleFeatureEditor works with a 1024 px StyleGAN2 of 18 style inputs "
@@ -223,19 +224,84 @@ class FeatureStyleInverter(nn.Module):
         inversion = self.model.invert(x, self.generator, self.latent_avg)
         feature = self.model.edit_feature(inversion.fused)
         full = render_with_feature(self.generator, inversion.w, feature)
+        e4e_codes = self.w_encoder.encoder(x) + self.latent_avg  # the generator's latent_avg, as SFE adds it
         return [InversionStep(latents=inversion.w, images=face_pool(full), images_full=full if keep_full else None,
-                              features=feature)]
+                              features={"features": feature, "fused": inversion.fused, "e4e_latent": e4e_codes})]
 
 
 def load_feature_inverter(path, device="cpu", network=None, w_encoder=None) -> FeatureStyleInverter:
-    """SFE for inversion: its file, the StyleGAN2 generator it edits (`network`; required, SFE files hold none)
-    and the e4e whose codes measure edits (`w_encoder`; kept for editing)."""
+    """SFE for inversion: its file, the StyleGAN2 generator it edits (`network`) and the e4e whose codes measure
+    edits (`w_encoder`); both required, SFE files hold neither."""
     from ..loading import load_generator
+    from .loading import build_inverter, read_encoder_checkpoint
 
     if network is None:
         raise CheckpointError(f"{path} is a StyleFeatureEditor file, which holds no generator: pass the StyleGAN2 "
                               "it was trained with as --network (stylegan2-ffhq-config-f.pt)")
+    if w_encoder is None:
+        raise CheckpointError(f"{path} is a StyleFeatureEditor file: pass the e4e it edits with as --w-encoder "
+                              "(e4e_ffhq_encode.pt); edits measure their feature change with its codes")
     generator = network if isinstance(network, nn.Module) else load_generator(network)
+    e4e = build_inverter(read_encoder_checkpoint(w_encoder), network=generator)
+    if getattr(e4e, "encoder_type", None) != "Encoder4Editing":
+        raise CheckpointError(f"--w-encoder {w_encoder} is a {getattr(e4e, 'encoder_type', '?')} checkpoint; "
+                              "StyleFeatureEditor measures edits with an e4e (Encoder4Editing)")
+    w_encoder = e4e
     # SFE adds the generator file's latent_avg (a rosinality file's, read into mapping.w_avg).
     return FeatureStyleInverter(load_feature_editor(path), generator.eval().requires_grad_(False),
                                 generator.mapping.w_avg, w_encoder, source=str(path)).to(device)
+
+
+FEATURES_FORMAT = "sgtool-sfe-features"
+
+
+@dataclass
+class SavedFeatures:
+    """An SFE inversion's NAME_features.safetensors: the tensors an edit needs and what produced them."""
+
+    features: torch.Tensor  # [C, 64, 64] the reconstruction's F
+    fused: torch.Tensor  # [C, 64, 64] the editor's input
+    e4e_latent: torch.Tensor  # [18, 512] the codes edits are measured with
+    editor: str  # the SFE file that made them (its feature editor carries the edits)
+
+
+def read_features(path, generator) -> SavedFeatures:
+    """NAME_features.safetensors written by `sgtool invert` with an SFE encoder, checked against `generator`."""
+    from safetensors import SafetensorError, safe_open
+
+    from ...errors import SgtoolError
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in ("features", "fused", "e4e_latent") if key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SgtoolError(f"{path} is not a readable feature file ({exc})") from None
+    if meta.get("format") != FEATURES_FORMAT or len(tensors) != 3:
+        raise SgtoolError(f"{path} is not a feature file of `sgtool invert` with a StyleFeatureEditor encoder")
+    channels = generator_channels(generator)
+    if meta.get("layer") != f"b{FEATURE_RESOLUTION}" or tuple(tensors["features"].shape) != (channels, 64, 64) \
+            or tuple(tensors["fused"].shape) != (channels, 64, 64) \
+            or tuple(tensors["e4e_latent"].shape) != (generator.num_ws, generator.w_dim):
+        raise SgtoolError(f"{path} holds features of another generator or layer ({meta.get('layer')}, "
+                          f"{list(tensors['features'].shape)}); this one takes b{FEATURE_RESOLUTION} features of "
+                          f"{channels} x 64 x 64: invert again with --network set to it")
+    if not all(torch.isfinite(t).all() for t in tensors.values()):
+        raise SgtoolError(f"{path} holds NaN or infinite values; invert the photo again")
+    return SavedFeatures(tensors["features"], tensors["fused"], tensors["e4e_latent"], meta.get("encoder", ""))
+
+
+def generator_channels(generator) -> int:
+    """The channels of the generator's 64 px activation (SFE's F); -1 when it has no 64 px StyleGAN2 block."""
+    block = getattr(generator.synthesis, f"b{FEATURE_RESOLUTION}", None)
+    return int(block.conv1.out_channels) if block is not None and hasattr(block, "conv1") else -1
+
+
+def edit_in_feature_space(editor: FeatureStyleEditor, generator, saved: SavedFeatures, ws: torch.Tensor,
+                          edited_ws: torch.Tensor, edited_e4e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the edited image [1, 3, R, R], its F'): the editor's F' from the inversion's F and the change of the e4e
+    code's feature under the same W edit (`edited_e4e`), rendered with the edited codes."""
+    e4e = saved.e4e_latent[None].to(ws)
+    delta = feature_delta(generator, e4e, edited_e4e.to(ws))
+    feature = editor.edit_feature(saved.fused[None].to(ws), delta)
+    return render_with_feature(generator, edited_ws, feature), feature

@@ -164,6 +164,7 @@ class _LatentFileEditor:
         self.animations: list[str] = []
         self._entry_stems: set[str] = set()
         self._beside: dict[Path, TransformTable | None] = {}  # invert.json per folder, read once
+        self._editors: dict[str, torch.nn.Module] = {}  # SFE feature editors by file
 
     def __call__(self, item: Item) -> dict | Result:
         G = self.generator
@@ -200,6 +201,11 @@ class _LatentFileEditor:
         record: dict = {"name": stem, **({"key": key} if key is not None else {}),
                         "transform": transform.tolist() if transform is not None else None}
         outputs: list[str] = []
+        saved = self._saved_features(item) if key is None else None
+        if saved is not None:
+            written = self._write_feature_edit(ws, stem, saved)
+            record.update(written, feature_space=True)
+            return {**record, "outputs": [*outputs, *written.values()]}
         if request.edits or request.style_edits or request.texts is not None:
             written = self._write_edited(ws, stem, transform)
             record.update(written)
@@ -227,6 +233,44 @@ class _LatentFileEditor:
             self._beside[folder] = TransformTable.beside(item.source)
         table = self._beside[folder]
         return table.find(name) if table is not None else None
+
+    def _saved_features(self, item: Item):
+        """The SFE features beside a NAME_latent.npy (None without them, or with feature_edits off)."""
+        path = item.source.parent / f"{latent_stem(item.source)}_features.safetensors"
+        if not self.settings.feature_edits or not path.is_file():
+            return None
+        from ...models.encoders.sfe import read_features
+
+        request = self.request
+        if request.style_edits or request.texts is not None or request.sweep_strengths is not None:
+            raise SgtoolError(f"{path}: a feature-space inversion takes --edit directions through its feature editor; "
+                              "StyleSpace, text edits and sweeps edit its W+ code alone with --set feature_edits=false")
+        return read_features(path, self.generator)
+
+    def _write_feature_edit(self, ws: torch.Tensor, stem: str, saved) -> dict[str, str]:
+        """The W edit through SFE's feature editor: the image, the edited code and its F' (NAME_LABEL_feature)."""
+        from ...models.encoders.sfe import edit_in_feature_space, load_feature_editor
+
+        if saved.editor not in self._editors:
+            if not Path(saved.editor).is_file():
+                raise SgtoolError(f"{saved.editor}, the StyleFeatureEditor file these features came from, is not "
+                                  "there; put it back, or edit the W+ code alone with --set feature_edits=false")
+            self._editors[saved.editor] = load_feature_editor(saved.editor, device_of(self.generator))
+        request = self.request
+        with torch.no_grad():
+            edited = request.apply(ws)
+            image, feature = edit_in_feature_space(self._editors[saved.editor], self.generator, saved, ws, edited,
+                                                   request.apply(saved.e4e_latent[None].to(ws)))
+        base = self.outdir / f"{stem}_{request.label}"
+        from safetensors.torch import save_file
+
+        from ...utils.io import atomic_path
+
+        with atomic_path(f"{base}_feature.safetensors") as tmp:
+            save_file({"features": feature[0].cpu().contiguous()}, str(tmp), metadata={"editor": saved.editor})
+        return {"image": str(save_image(to_uint8(image)[0], f"{base}.png")),
+                "latent": str(save_npy(edited[0].cpu().numpy().astype(np.float32), f"{base}.npy")),
+                "feature": f"{base}_feature.safetensors"}
 
     def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
         request = self.request

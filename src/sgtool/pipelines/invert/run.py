@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from ...device import resolve_device
 from ...errors import SgtoolError
 from ...models.encoders import build_inverter, face_pool, read_encoder_checkpoint
-from ...models.encoders.sfe import FEATURE_RESOLUTION, render_with_feature
+from ...models.encoders.sfe import FEATURE_RESOLUTION, FEATURES_FORMAT, render_with_feature
 from ...progress import SILENT, Reporter
 from ...settings import InversionOptions, InvertSettings, Projector
 from ...utils.batch import Shard
@@ -90,7 +90,7 @@ class Inversion:
     losses: list[float] = field(default_factory=list)  # projection loss per step (optimize / hybrid)
     step_images: list[torch.Tensor] = field(default_factory=list)  # [3, 256, 256] per step, aligned
     generator: torch.nn.Module | None = None  # hyperstyle: this image's adjusted generator (renders `latents`)
-    features: torch.Tensor | None = None  # feature-space encoders (SFE): the 64 px activation `latents` render with
+    features: dict[str, torch.Tensor] | None = None  # feature-space encoders (SFE): see InversionStep.features
     diverged_at: int | None = None  # projection step whose loss was not finite (the latent before it is kept)
 
 
@@ -198,7 +198,8 @@ def invert_faces(faces: list[Face], options: InversionOptions, encoder, generato
             features = results[-1].features
             out.append(Inversion(latents[-1], latents, per_image, step_images=[r.images[i].detach().cpu()
                                                                                for r in results],
-                                 generator=adjusted, features=None if features is None else features[i].cpu()))
+                                 generator=adjusted, features=None if features is None else
+                                 {key: value[i].detach().cpu() for key, value in features.items()}))
         return out
     return [invert_target(generator_target(f.aligned, generator.img_resolution), options.method, generator=generator,
                           encoder=encoder, steps=options.encoder_steps, num_steps=options.project_steps,
@@ -335,20 +336,19 @@ def _video_writer(item: Item, settings: InvertSettings, generator, outdir: Path)
                        fps=Fraction(settings.video_fps))
 
 
-FEATURES_FORMAT = "sgtool-sfe-features"
-
-
-def save_features(features: torch.Tensor, path: Path, record: dict) -> Path:
-    """NAME_features.safetensors: key `features` (the generator's 64 px activation an SFE inversion renders with)
-    and, as metadata, what produced it, so that an edit can check the file belongs to its generator."""
+def save_features(features: dict[str, torch.Tensor], path: Path, record: dict) -> Path:
+    """NAME_features.safetensors: `features` (the generator's 64 px activation an SFE inversion renders with),
+    `fused` and `e4e_latent` (what an edit needs), and as metadata what produced them, so that an edit can check
+    the file belongs to its generator."""
     from safetensors.torch import save_file
 
     from ...utils.io import atomic_path
 
     metadata = {"format": FEATURES_FORMAT, "layer": f"b{FEATURE_RESOLUTION}",
-                "shape": "x".join(map(str, features.shape)), **{k: str(v) for k, v in record.items()}}
+                "shape": "x".join(map(str, features["features"].shape)), **{k: str(v) for k, v in record.items()}}
     with atomic_path(path) as tmp:
-        save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=metadata)
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in features.items()}, str(tmp),
+                  metadata=metadata)
     return Path(path)
 
 
@@ -371,9 +371,9 @@ def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: Inver
     if inversion.features is not None:
         outputs.append(save_features(inversion.features, outdir / f"{name}_features.safetensors",
                                      {"source": str(item.source), "encoder": str(settings.encoder),
-                                      "network": str(settings.network)}))
+                                      "w_encoder": str(settings.w_encoder), "network": str(settings.network)}))
         record["features"] = str(outputs[-1])
-        recon = render_with_feature(generator, latent[None], inversion.features[None])
+        recon = render_with_feature(generator, latent[None], inversion.features["features"][None])
     else:
         recon = render(generator, latent[None])
     outputs.append(save_image(recon[0], outdir / f"{name}_recon.png"))
