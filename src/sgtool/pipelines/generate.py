@@ -25,6 +25,7 @@ from ..settings.commands import SEED_LIMIT
 from ..utils.io import image_grid, save_image, save_npy, to_uint8, write_json
 from ..utils.records import read_json
 from ..utils.parsing import seed_ranges
+from .shared.batch import settings_differences
 from .shared.render import device_of, render
 
 GRID_COLUMNS = 8
@@ -108,13 +109,11 @@ def _earlier_images(outdir: Path, settings: GenerateSettings) -> list[dict]:
     """The image records of an earlier run into `outdir` (kept: runs of more seeds add up). Refused, before any
     work, when that run made its images with other settings: this one would write over them."""
     try:
-        earlier = read_json((outdir / "generate.json"))
+        earlier = read_json(outdir / "generate.json")
         before = earlier["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    now = settings.record()
-    differ = [f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(before) | set(now))
-              if k not in SAME_IMAGES and before.get(k) != now.get(k)]
+    differ = settings_differences(before, settings.record(), SAME_IMAGES)
     if differ:
         raise SgtoolError(f"{outdir} holds images generated with other settings ({'; '.join(differ[:3])}); give "
                           "another --outdir, or delete the folder to start it over")

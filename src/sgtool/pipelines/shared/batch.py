@@ -179,6 +179,14 @@ class BatchReport:
         return summary
 
 
+def settings_differences(before: dict, now: dict, ignored: Iterable[str] = ()) -> list[str]:
+    """How a recorded run's settings differ from this run's, beyond `ignored`: "KEY X there, Y now" each."""
+    ignored = set(ignored)
+    before = before if isinstance(before, dict) else {}
+    return [f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(before) | set(now))
+            if k not in ignored and before.get(k) != now.get(k)]
+
+
 def earlier_items(record: Path, settings: dict, items: list[Item], ignored: Iterable[str] = ()) -> list[dict]:
     """The items an earlier run recorded in `record` (a command's summary in its output folder) for inputs this run
     does not take: kept, so that runs into one folder add up. Refused, before any work, when that run's settings
@@ -195,10 +203,7 @@ def earlier_items(record: Path, settings: dict, items: list[Item], ignored: Iter
             and isinstance(entry.get("input"), str) and Path(entry["input"]).resolve() not in taking]
     if not kept:
         return []
-    before = {k: v for k, v in (data.get("settings") or {}).items() if k not in ignored}
-    now = {k: v for k, v in settings.items() if k not in ignored}
-    differ = [f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(before) | set(now))
-              if before.get(k) != now.get(k)]
+    differ = settings_differences(data.get("settings") or {}, settings, ignored)
     if differ:
         raise SgtoolError(f"{record} records outputs made with other settings ({'; '.join(differ[:3])}); write into "
                           "another --outdir, or delete that file to start the folder over")

@@ -20,6 +20,7 @@ from ...settings import VideoSettings
 from ...utils.io import write_json
 from ...utils.records import read_json
 from ..edit.texts import encode_prompts
+from ..shared.batch import settings_differences
 from ..shared.smoothing import jitter
 from .cache import publish
 from .clip import Clip, ClipModels, run_stages
@@ -81,9 +82,7 @@ def _set_aside_earlier_outputs(outdir: Path, settings: VideoSettings, reporter: 
         before, outputs = earlier["settings"], earlier["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    now = settings.record()
-    if not isinstance(outputs, dict) or all(before.get(k) == now.get(k) for k in set(before) | set(now)
-                                            if k not in SAME_OUTPUTS):
+    if not isinstance(outputs, dict) or not settings_differences(before, settings.record(), SAME_OUTPUTS):
         return  # the same run again: the same outputs
     folder = outdir / "earlier" / time.strftime("%Y%m%d-%H%M%S", time.localtime(record.stat().st_mtime))
     folder.mkdir(parents=True, exist_ok=True)
