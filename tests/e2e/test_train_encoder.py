@@ -14,32 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from support.golden import GOLDEN, golden_dir
+from support.golden import golden_dir
+from support.training import E4E_FAST, SG2, SG3, TINY, held_out, train
 
-SG2 = GOLDEN / "generators" / "sg2_64.pkl"
-SG3 = GOLDEN / "generators" / "sg3t_64.pkl"
-TINY = ["--width", "0.0625", "--input-size", "64", "--backbone-init", "random", "--id-loss", "none",
-        "--lpips-lambda", "0", "--device", "cpu", "--set", "test_images=8", "--optimizer", "adam", "--lr", "1e-3",
-        "--workers", "0"]
-E4E_FAST = ["--set", "progressive_start=0", "--set", "progressive_step_every=10"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _golden_generators():
     golden_dir("generators")  # as every golden-based test: said plainly where the data is missing
-
-
-def train(*args, env=None, check=True, launcher=("-m", "sgtool")):
-    result = subprocess.run([sys.executable, *launcher, "train-encoder", *map(str, args), "--json"],
-                            capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(result.stderr[-3000:])
-    return result
-
-
-def held_out(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss_l2"] for r in rows if r["split"] == "test"]
 
 
 def load(path: Path) -> dict:
@@ -50,15 +32,6 @@ def load(path: Path) -> dict:
 
 def trained(data: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in data["state_dict"].items() if not k.startswith("decoder.")}
-
-
-@pytest.fixture(scope="module")
-def e4e_run(tmp_path_factory):
-    """A tiny e4e (progressive, latent discriminator) trained 300 steps: the 3x check and HyperStyle's W encoder."""
-    run = tmp_path_factory.mktemp("train") / "e4e"
-    train("-n", SG2, "--synthetic", "--arch", "e4e", *TINY, *E4E_FAST, "--steps", 300, "--batch-size", 4,
-          "--val-every", 300, "--save-every", 300, "-o", run)
-    return run
 
 
 @pytest.mark.slow

@@ -14,11 +14,12 @@ from PIL import Image
 
 from support.golden import golden_dir
 from sgtool.models import load_generator
-from sgtool.models.encoders.sfe import (feature_delta, generator_feature, load_feature_editor,
-                                        render_with_feature)
+from sgtool.models.encoders.sfe import feature_delta, load_feature_editor
+from sgtool.models.encoders.sfe_layers import FeatureLayer, generator_feature, render_with_feature
 from sgtool.pipelines.invert import load_encoder
 
 FOLDER = golden_dir("sfe", "sfe_1024")
+B64 = FeatureLayer("b64", 512, 64)  # SFE's F: rosinality's feature 9
 CODES, FEATURE_C8, FEATURE_POOL8, DELTA, IMAGES = 1e-4, 5e-4, 2e-4, 1e-4, 2e-3
 
 
@@ -57,14 +58,14 @@ def test_inversion_codes_features_and_reconstruction_match_the_reference(sfe):
     inversion = model.invert(x256, generator, latent_avg)
     np.testing.assert_allclose(inversion.w.numpy(), io["w"], atol=CODES, rtol=0)
     _feature(inversion.content, io, "content")
-    _feature(generator_feature(generator, inversion.w), io, "wfeat")
+    _feature(generator_feature(generator, inversion.w, B64), io, "wfeat")
     _feature(inversion.fused, io, "fused")
     feat_inv = model.edit_feature(inversion.fused)
     _feature(feat_inv, io, "feat_inv")
-    _image(render_with_feature(generator, inversion.w, feat_inv), io, "img_inv")
+    _image(render_with_feature(generator, inversion.w, feat_inv, B64), io, "img_inv")
     w_e4e = e4e.encoder(x256) + latent_avg  # the generator file's latent_avg, as SFE takes it
     np.testing.assert_allclose(w_e4e.numpy(), io["w_e4e"], atol=CODES * 10, rtol=0)
-    _feature(generator_feature(generator, w_e4e), io, "e4e_feat")
+    _feature(generator_feature(generator, w_e4e, B64), io, "e4e_feat")
 
 
 @pytest.mark.parametrize("tag", ["p0", "p1", "m0"])
@@ -83,11 +84,11 @@ def test_edits_through_the_feature_editor_match_the_reference(sfe, tag):
         mask64 = F.interpolate(torch.from_numpy(mask)[None, None], size=(64, 64), mode="bilinear",
                                align_corners=False)
         np.testing.assert_allclose(mask64[0, 0].numpy(), io["mask64_m0"], atol=1e-6, rtol=0)
-    delta = feature_delta(generator, w_e4e, w_e4e_edit, mask64)
+    delta = feature_delta(generator, B64, w_e4e, w_e4e_edit, mask64)
     np.testing.assert_allclose(delta[:, :8].numpy(), io[f"delta_{tag}_c8"], atol=DELTA, rtol=0)
     feat_edit = model.edit_feature(inversion.fused, delta)
     _feature(feat_edit, io, f"feat_edit_{tag}")
-    _image(render_with_feature(generator, w_edit, feat_edit), io, f"img_edit_{tag}")
+    _image(render_with_feature(generator, w_edit, feat_edit, B64), io, f"img_edit_{tag}")
 
 
 def test_other_checkpoints_are_refused_as_sfe(tmp_path):
@@ -126,7 +127,7 @@ def test_invert_writes_the_code_and_the_feature_tensor_it_renders_with(sfe, tmp_
     assert meta["network"].endswith("stylegan2-ffhq-config-f.pt")
     # An SFE file holds no generator, and a projection cannot carry its feature tensor.
     no_network = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "x")])
-    assert no_network.exit_code == 2 and "pass the StyleGAN2 it was trained with as --network" in no_network.stderr
+    assert no_network.exit_code == 2 and "pass the generator it was trained with as --network" in no_network.stderr
     projected = CliRunner().invoke(app, [*args, "-n", str(FOLDER / "stylegan2-ffhq-config-f.pt"), "-m", "hybrid",
                                          "-o", str(tmp_path / "y")])
     assert projected.exit_code == 2 and "run it with --method encoder" in projected.stderr

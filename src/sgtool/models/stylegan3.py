@@ -237,8 +237,10 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws, noise_mode="const", force_fp32=True, transform=None, styles=None, **layer_kwargs):
+    def forward(self, ws, noise_mode="const", force_fp32=True, transform=None, styles=None, stop_at: str | None = None,
+                replace: dict[str, torch.Tensor] | None = None, **layer_kwargs):
         """Render W+ codes [N, num_ws, w_dim]; `transform` ([3,3] or [N,3,3]) overrides the input buffer.
+        `stop_at` (a layer name): that layer's output instead; `replace` {name: x}: x in place of its output.
 
         `force_fp32=False` runs the layers NVIDIA marks fp16 (`num_fp16_res`) in float16 on CUDA, as NVIDIA does
         (faster, about 1e-2 off); the default keeps float32 everywhere.
@@ -258,6 +260,10 @@ class SynthesisNetwork(nn.Module):
         for name, w, layer_styles in zip(self.layer_names, ws[1:], per_layer[1:]):
             x = getattr(self, name)(x, w, noise_mode=noise_mode, force_fp32=force_fp32, styles=layer_styles,
                                     **layer_kwargs)
+            if name == stop_at:
+                return x
+            if replace and name in replace:
+                x = replace[name].to(x.dtype)
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)

@@ -51,6 +51,8 @@ class EditSettings(EditOptions, Runtime):
                                                               "a tuned one too (photos with --encoder: its decoder)")
     encoder: Annotated[EncoderRef, Cli(short="-e")] = Field(None, description="encoder for photo inputs (they are "
                                                             "aligned and inverted first)")
+    w_encoder: Annotated[EncoderRef, Cli()] = Field(None, description="photos with a StyleFeatureEditor -e: the e4e "
+                                                    "whose codes measure edits (HyperStyle: its W encoder)")
     faces: Annotated[IndexList, Cli("--face", metavar="LIST")] = Field(
         None, description="photo inputs: which faces, largest first, e.g. 0 or 0-2 (null: every face)")
     tune_steps: Annotated[int, Cli(hidden=("--tune",), metavar="STEPS")] = Field(

@@ -11,7 +11,7 @@ from .base import Cli, Renamed
 from .commands import Outdir, outdir_field
 from .common import BackboneRef, EncoderRef, GeneratorRef, Runtime
 
-ENCODER_ARCHS = ("restyle-psp", "restyle-e4e", "psp", "e4e", "hyperstyle")
+ENCODER_ARCHS = ("restyle-psp", "restyle-e4e", "psp", "e4e", "hyperstyle", "sfe")
 PROGRESSIVE_ARCHS = ("restyle-e4e", "e4e")
 HYPERSTYLE_DEFAULT_LAYERS = "0,2,3,5,6,8,9,11,12,14,15,17,18,20,21,23,24"
 
@@ -22,10 +22,10 @@ class TrainEncoderSettings(Runtime):
     network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator the encoder inverts "
                                                               "into (frozen)")
     arch: Annotated[Literal[ENCODER_ARCHS], Cli()] = Field("restyle-psp", description="restyle-psp, restyle-e4e, "
-                                                          "psp, e4e or hyperstyle")
-    backbone: Annotated[Literal["ir-se50", "resnet34"] | None, Cli()] = Field(
+                                                          "psp, e4e, hyperstyle or sfe (StyleFeatureEditor)")
+    backbone: Annotated[Literal["ir-se50", "resnet34", "iresnet50"] | None, Cli()] = Field(
         None, description="encoder backbone (null: the arch's; ReStyle: ir-se50 or resnet34, pSp/e4e: ir-se50, "
-        "HyperStyle: resnet34)")
+        "HyperStyle: resnet34, SFE: iresnet50)")
     width: Annotated[float, Cli()] = Field(1.0, ge=1 / 64, le=1, description="channel multiplier of backbone and "
                                            "heads (1: the released layout; down to 1/64, a channel per 64: tiny "
                                            "encoders only sgtool loads)")
@@ -36,8 +36,20 @@ class TrainEncoderSettings(Runtime):
                                   "random: from scratch")
     backbone_weights: Annotated[BackboneRef, Cli()] = Field(None, description="those weights (null: "
                                                             "arcface-ir-se50 or resnet34-imagenet)")
-    w_encoder: Annotated[EncoderRef, Cli()] = Field(None, description="hyperstyle: the W encoder it starts from "
-                                                    "(an e4e/pSp/W-encoder checkpoint, e.g. a run's best.pt)")
+    w_encoder: Annotated[EncoderRef, Cli()] = Field(None, description="hyperstyle: the W encoder it starts from; "
+                                                    "sfe: the e4e whose codes measure edits (an e4e/pSp/W-encoder "
+                                                    "checkpoint, e.g. a run's best.pt)")
+    feature_layer: Annotated[str | None, Cli()] = Field(
+        None, description="sfe: the generator layer whose activation the encoder predicts (a resolution such as 64, "
+        "or a layer name: b64, L6_84_1024; null: 1/16 of the output side, at least 16 px)")
+    editor_steps: int | None = Field(None, ge=0, description="sfe: the last N of --steps train the feature editor "
+                                     "(the paper's second phase; null: a third)")
+    edit_directions: int = Field(5, ge=1, le=512, description="sfe: the generator's first N SeFa directions edited "
+                                 "while the feature editor trains")
+    edit_strength: float = Field(2.0, gt=0, le=20, description="sfe: largest edit strength drawn, in standard "
+                                 "deviations of W along the direction")
+    feature_weight: float = Field(0.01, ge=0, description="sfe: weight of the predicted feature's distance from "
+                                  "the generator's own activation of the code")
     layers_to_tune: Annotated[str, Cli()] = Field(HYPERSTYLE_DEFAULT_LAYERS, description="hyperstyle: generator "
                                                   "layers to predict offsets for (indices past the generator's "
                                                   "are ignored; to-RGB layers allowed)")
@@ -106,7 +118,7 @@ class TrainEncoderSettings(Runtime):
     @property
     def encoder_backbone(self) -> str:
         """--backbone, or the arch's own when it is not given."""
-        return self.backbone or ("resnet34" if self.arch == "hyperstyle" else "ir-se50")
+        return self.backbone or {"hyperstyle": "resnet34", "sfe": "iresnet50"}.get(self.arch, "ir-se50")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -120,6 +132,8 @@ class TrainEncoderSettings(Runtime):
             raise ValueError("--arch hyperstyle uses the resnet34 backbone; drop --backbone")
         if self.arch in ("psp", "e4e") and self.backbone not in (None, "ir-se50"):
             raise ValueError(f"--arch {self.arch} uses the ir-se50 backbone; drop --backbone")
+        if (self.arch == "sfe") != (self.encoder_backbone == "iresnet50"):
+            raise ValueError("iresnet50 is SFE's backbone, and SFE's only one: drop --backbone")
         if self.width != 1 and self.backbone_init == "pretrained":
             raise ValueError(f"--width {self.width}: the released backbones are full width; train a narrower encoder "
                              "with --backbone-init random")

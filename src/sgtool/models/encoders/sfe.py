@@ -1,4 +1,5 @@
-"""StyleFeatureEditor (SFE, CVPR 2024): feature-space inversion and editing for a 1024 px StyleGAN2.
+"""StyleFeatureEditor (SFE, CVPR 2024): feature-space inversion and editing (released for a 1024 px StyleGAN2;
+`sgtool train-encoder --arch sfe` builds the same parts for any StyleGAN2 or StyleGAN3, see `sfe_layers`).
 
 Beside the W+ code, the inverter predicts the generator's activation F at one layer (the 64 px output of
 its second 64 px convolution, index 9 of rosinality's feature list); the generator then runs from w up to
@@ -15,6 +16,7 @@ channels followed by five residual blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +24,29 @@ from torch import nn
 
 from ...errors import CheckpointError
 from ..safe_pickle import safe_torch_load
+from .sfe_layers import FeatureLayer, choose_feature_layer, feature_layers, generator_feature, render_with_feature
 
 FEATURE_RESOLUTION = 64  # SFE's F: the generator's 64 px activation (rosinality feature index 9)
 FEATURE_CHANNELS = 512
 NUM_STYLES = 18
 STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # iResNet-50: channels and blocks per stage
+
+
+@dataclass(frozen=True)
+class SfeConfig:
+    """The shapes of an SFE model: the released file's by default; `sgtool train-encoder --arch sfe` records its
+    own (any generator, narrower trunks) under the checkpoint's `sgtool.arch.sfe`."""
+
+    num_styles: int = NUM_STYLES
+    w_dim: int = 512
+    width: float = 1.0  # multiplies the trunk's channels
+    feature_channels: int = FEATURE_CHANNELS
+    layer: str = f"b{FEATURE_RESOLUTION}"
+    feature_size: int = FEATURE_RESOLUTION
+    input_size: int = 256
+
+    def planes(self) -> list[int]:
+        return [max(1, round(planes * self.width)) for planes, _ in STAGES]
 
 
 class IBasicBlock(nn.Module):
@@ -55,21 +75,24 @@ def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
 
 
 class FeatureStyleBackbone(nn.Module):
-    """256 px image -> (W+ offsets [B, 18, 512], predicted F [B, 512, 64, 64])."""
+    """Image (256 px for the released file) -> (W+ offsets [B, styles, w_dim], predicted F [B, C, size, size])."""
 
-    def __init__(self, num_styles: int = NUM_STYLES):
+    def __init__(self, config: SfeConfig = SfeConfig()):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        inplanes = 64
-        for index, (planes, blocks) in enumerate(STAGES, start=1):
-            # The third stage keeps its input's 64 px (stride 1 where ArcFace has 2): F's resolution.
-            setattr(self, f"block_{index}", _stage(inplanes, planes, blocks, 1 if index == 3 else 2))
-            inplanes = planes
+        self.feature_size = config.feature_size
+        planes = config.planes()
+        self.conv = nn.Sequential(nn.Conv2d(3, planes[0], 3, 1, 1, bias=False), nn.BatchNorm2d(planes[0]),
+                                  nn.PReLU(planes[0]))
+        inplanes = planes[0]
+        for index, (width, (_, blocks)) in enumerate(zip(planes, STAGES), start=1):
+            # The third stage keeps its input's side (stride 1 where ArcFace has 2): a quarter of the input, F's.
+            setattr(self, f"block_{index}", _stage(inplanes, width, blocks, 1 if index == 3 else 2))
+            inplanes = width
+        channels = config.feature_channels
         self.content_layer = nn.Sequential(
-            nn.BatchNorm2d(256), nn.Conv2d(256, 512, 3, 1, 1, bias=False), nn.BatchNorm2d(512), nn.PReLU(512),
-            nn.Conv2d(512, 512, 3, 1, 1, bias=False), nn.BatchNorm2d(512))
-        pooled = sum(planes for planes, _ in STAGES) * 9
-        self.styles = nn.ModuleList(nn.Linear(pooled, 512) for _ in range(num_styles))
+            nn.BatchNorm2d(planes[2]), nn.Conv2d(planes[2], channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.PReLU(channels), nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+        self.styles = nn.ModuleList(nn.Linear(sum(planes) * 9, config.w_dim) for _ in range(config.num_styles))
 
     def pooled(self, x):
         """(the four stages' outputs pooled to 3x3 and flattened channel-major [B, 8640], the third stage)."""
@@ -84,7 +107,10 @@ class FeatureStyleBackbone(nn.Module):
     def forward(self, x):
         pooled, third = self.pooled(x)
         codes = torch.stack([head(pooled) for head in self.styles], dim=1)
-        return codes, self.content_layer(third)
+        content = self.content_layer(third)
+        if content.shape[-1] != self.feature_size:  # a StyleGAN3 layer's margins, or another input size
+            content = F.interpolate(content, size=(self.feature_size,) * 2, mode="bilinear", align_corners=False)
+        return codes, content
 
 
 class _ResidualBlock(nn.Module):
@@ -117,61 +143,97 @@ class FeatureInversion:
     w: torch.Tensor  # [B, 18, 512], latent_avg added
     content: torch.Tensor  # [B, 512, 64, 64], the backbone's F
     fused: torch.Tensor  # [B, 512, 64, 64], F of the inversion (content fused with w's own layer-9 feature)
+    own: torch.Tensor  # [B, 512, 64, 64], the generator's activation of w at that layer
 
 
 class FeatureStyleEditor(nn.Module):
     """SFE's inverter (backbone + fuser) and feature editor, over a generator it does not own."""
 
-    def __init__(self):
+    def __init__(self, config: SfeConfig = SfeConfig()):
         super().__init__()
-        self.backbone = FeatureStyleBackbone()
-        self.fuser = FeatureMixer()
-        self.editor = FeatureMixer()
+        self.config = config
+        channels = config.feature_channels
+        self.backbone = FeatureStyleBackbone(config)
+        self.fuser = FeatureMixer(in_channels=2 * channels, channels=channels)
+        self.editor = FeatureMixer(in_channels=2 * channels, channels=channels)
 
-    def invert(self, x256: torch.Tensor, generator, latent_avg: torch.Tensor) -> FeatureInversion:
-        codes, content = self.backbone(x256)
-        w = codes + latent_avg.reshape(1, 1, -1).to(codes)
-        return FeatureInversion(w, content, self.fuser(content, generator_feature(generator, w)))
+    def layer(self, generator) -> FeatureLayer:
+        """The generator layer F replaces, checked against the generator's."""
+        layer = choose_feature_layer(generator, self.config.layer)
+        if (layer.channels, layer.size) != (self.config.feature_channels, self.config.feature_size):
+            raise CheckpointError(f"this SFE predicts {self.config.feature_channels} x {self.config.feature_size}px "
+                                  f"features at {layer.name}; the generator's are {layer.channels} x {layer.size}px")
+        return layer
+
+    def invert(self, x: torch.Tensor, generator, latent_avg: torch.Tensor, **render) -> FeatureInversion:
+        codes, content = self.backbone(x)
+        w = codes + latent_avg.reshape(1, -1, codes.shape[-1]).to(codes)
+        own = generator_feature(generator, w, self.layer(generator), **render)
+        return FeatureInversion(w, content, self.fuser(content, own), own)
+
+    def forward(self, x=None, generator=None, latent_avg=None, fused=None, delta=None):
+        """Training's entry (DDP syncs what runs through forward): with `x`, the inversion as a tuple (w, content,
+        fused, own); otherwise the editor's F' of `fused` and `delta`."""
+        if x is not None:
+            inversion = self.invert(x, generator, latent_avg)
+            return inversion.w, inversion.content, inversion.fused, inversion.own
+        return self.edit_feature(fused, delta)
 
     def edit_feature(self, fused: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
         """F' from the inversion's F and the change of an e4e feature under the edit (None: the reconstruction)."""
         return self.editor(fused, torch.zeros_like(fused) if delta is None else delta)
 
 
-def generator_feature(generator, ws: torch.Tensor) -> torch.Tensor:
-    """The generator's activation at F's place (the 64 px block's output) for W+ codes, noise as stored."""
-    return generator.synthesis(ws, noise_mode="const", stop_at=FEATURE_RESOLUTION)
+def feature_delta(generator, layer: FeatureLayer, ws: torch.Tensor, edited_ws: torch.Tensor,
+                  mask: torch.Tensor | None = None, **render):
+    """The editor's second input: the feature of `ws` minus that of `edited_ws` (SFE takes e4e codes), zero where
+    `mask` ([B, 1, size, size], 1 = background) is 1."""
+    delta = generator_feature(generator, ws, layer, **render) - generator_feature(generator, edited_ws, layer, **render)
+    return delta if mask is None else delta * (1 - mask)
 
 
-def render_with_feature(generator, ws: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-    """The image of `ws` with F in place of the generator's own 64 px activation (lower to-RGB skips from w)."""
-    return generator.synthesis(ws, noise_mode="const", replace={FEATURE_RESOLUTION: feature})
+def sfe_config(data: dict) -> SfeConfig:
+    """The shapes an SFE file was built with: sgtool's record, or the released file's."""
+    arch = (data.get("sgtool") or {}).get("arch") if isinstance(data.get("sgtool"), dict) else None
+    recorded = arch.get("sfe") if isinstance(arch, dict) else None
+    if not isinstance(recorded, dict):
+        return SfeConfig()
+    fields = set(SfeConfig.__dataclass_fields__)
+    try:
+        return SfeConfig(**{k: type(getattr(SfeConfig, k))(v) for k, v in recorded.items() if k in fields})
+    except (TypeError, ValueError):
+        raise CheckpointError(f"its recorded SFE shapes are unreadable ({recorded})") from None
 
 
-def feature_delta(generator, ws: torch.Tensor, edited_ws: torch.Tensor, mask64: torch.Tensor | None = None):
-    """The editor's second input: the 64 px feature of `ws` minus that of `edited_ws` (SFE takes e4e codes),
-    zero where `mask64` ([B, 1, 64, 64], 1 = background) is 1."""
-    delta = generator_feature(generator, ws) - generator_feature(generator, edited_ws)
-    return delta if mask64 is None else delta * (1 - mask64)
+def sfe_state(model: FeatureStyleEditor) -> dict[str, torch.Tensor]:
+    """The model's weights under SFE's names (what its own loader reads)."""
+    return {theirs + k[len(ours):]: v for k, v in model.state_dict().items()
+            for ours, theirs in SFE_PARTS.items() if k.startswith(ours)}
+
+
+SFE_PARTS = {"backbone.": "inverter.fs_backbone.", "fuser.": "inverter.fuser.", "editor.": "encoder."}
 
 
 def load_feature_editor(path, device="cpu") -> FeatureStyleEditor:
     """SFE's `sfe_editor_light.pt` (`inverter.fs_backbone.*`, `inverter.fuser.*`, `encoder.*`; other entries,
-    as full training checkpoints carry, are ignored), read without running code."""
+    as full training checkpoints carry, are ignored) or an `sgtool train-encoder --arch sfe` file, read without
+    running code."""
     data = safe_torch_load(path)
     state = data.get("state_dict") if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a StyleFeatureEditor checkpoint (no state_dict)")
-    parts = {"backbone.": "inverter.fs_backbone.", "fuser.": "inverter.fuser.", "editor.": "encoder."}
-    model = FeatureStyleEditor()
+    try:
+        model = FeatureStyleEditor(sfe_config(data))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     expected = model.state_dict()
     mapped = {}
-    for ours, theirs in parts.items():
+    for ours, theirs in SFE_PARTS.items():
         mapped.update({ours + k[len(theirs):]: v for k, v in state.items()
                        if isinstance(k, str) and k.startswith(theirs) and ours + k[len(theirs):] in expected})
     missing = [k for k in expected if k not in mapped]
     if missing:
-        theirs = next((t + k[len(o):] for o, t in parts.items() for k in missing if k.startswith(o)), missing[0])
+        theirs = next((t + k[len(o):] for o, t in SFE_PARTS.items() for k in missing if k.startswith(o)), missing[0])
         raise CheckpointError(f"{path} is not a StyleFeatureEditor editor checkpoint (no {theirs}; the inverter-only "
                               "phase-1 file and other encoders are not it)")
     wrong = next((k for k in expected if tuple(mapped[k].shape) != tuple(expected[k].shape)), None)
@@ -195,7 +257,6 @@ class FeatureStyleInverter(nn.Module):
     """SFE inversion as sgtool's inverters run: `.invert(x256)` -> one step whose latents are the W+ codes, whose
     features are F (the editor's reconstruction feature) and whose images render both."""
 
-    input_size = 256
     default_steps = 1
     family = "sfe"
     encoder_type = "StyleFeatureEditor"
@@ -203,9 +264,15 @@ class FeatureStyleInverter(nn.Module):
     def __init__(self, model: FeatureStyleEditor, generator, latent_avg: torch.Tensor, w_encoder: nn.Module,
                  source: str = ""):
         super().__init__()
-        if generator.kind != "stylegan2" or generator.img_resolution != 1024 or generator.num_ws != NUM_STYLES:
-            raise CheckpointError(f"{source}: StyleFeatureEditor works with a 1024 px StyleGAN2 of 18 style inputs "
-                                  f"(SFE's), not {generator.kind} {generator.img_resolution} px")
+        config = model.config
+        if (generator.num_ws, generator.w_dim) != (config.num_styles, config.w_dim):
+            raise CheckpointError(f"{source} predicts {config.num_styles} x {config.w_dim} codes; the generator takes "
+                                  f"{generator.num_ws} x {generator.w_dim}: pass the network it was trained with")
+        try:
+            self.layer = model.layer(generator)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{source}: {exc}; pass the network it was trained with") from None
+        self.input_size = config.input_size
         self.model, self.generator, self.w_encoder, self.source = model, generator, w_encoder, source
         self.register_buffer("latent_avg", latent_avg.reshape(-1).float())
 
@@ -213,18 +280,20 @@ class FeatureStyleInverter(nn.Module):
     def invert(self, x: torch.Tensor, steps: int | None = None, transform: torch.Tensor | None = None,
                keep_full: bool = False):
         from ...errors import SgtoolError
-        from .inverter import InversionStep, face_pool
+        from .inverter import InversionStep, encoder_size, face_pool, fit_input
 
         if steps not in (None, 1):
             raise SgtoolError(f"{self.source} is a single-pass feature-space encoder: --encoder-steps must be 1 (or "
                               f"left out), got {steps}")
         if transform is not None:
-            raise ValueError("StyleGAN2 generators have no input transform; invert aligned crops only")
-        x = x.to(self.latent_avg.device, torch.float32)
+            raise ValueError("a feature-space inversion renders the aligned crop its features were predicted for")
+        x = fit_input(x.to(self.latent_avg.device, torch.float32), self.input_size)
         inversion = self.model.invert(x, self.generator, self.latent_avg)
         feature = self.model.edit_feature(inversion.fused)
-        full = render_with_feature(self.generator, inversion.w, feature)
-        e4e_codes = self.w_encoder.encoder(x) + self.latent_avg  # the generator's latent_avg, as SFE adds it
+        full = render_with_feature(self.generator, inversion.w, feature, self.layer)
+        # The generator's latent_avg, as SFE adds it to the e4e's output.
+        e4e = self.w_encoder.encoder
+        e4e_codes = e4e(fit_input(x, encoder_size(e4e))) + self.latent_avg
         return [InversionStep(latents=inversion.w, images=face_pool(full), images_full=full if keep_full else None,
                               features={"features": feature, "fused": inversion.fused, "e4e_latent": e4e_codes})]
 
@@ -236,8 +305,8 @@ def load_feature_inverter(path, device="cpu", network=None, w_encoder=None) -> F
     from .loading import build_inverter, read_encoder_checkpoint
 
     if network is None:
-        raise CheckpointError(f"{path} is a StyleFeatureEditor file, which holds no generator: pass the StyleGAN2 "
-                              "it was trained with as --network (stylegan2-ffhq-config-f.pt)")
+        raise CheckpointError(f"{path} is a StyleFeatureEditor file, which holds no generator: pass the generator "
+                              "it was trained with as --network (SFE's release: stylegan2-ffhq-config-f.pt)")
     if w_encoder is None:
         raise CheckpointError(f"{path} is a StyleFeatureEditor file: pass the e4e it edits with as --w-encoder "
                               "(e4e_ffhq_encode.pt); edits measure their feature change with its codes")
@@ -259,10 +328,27 @@ FEATURES_FORMAT = "sgtool-sfe-features"
 class SavedFeatures:
     """An SFE inversion's NAME_features.safetensors: the tensors an edit needs and what produced them."""
 
-    features: torch.Tensor  # [C, 64, 64] the reconstruction's F
-    fused: torch.Tensor  # [C, 64, 64] the editor's input
-    e4e_latent: torch.Tensor  # [18, 512] the codes edits are measured with
+    features: torch.Tensor  # [C, S, S] the reconstruction's F
+    fused: torch.Tensor  # [C, S, S] the editor's input
+    e4e_latent: torch.Tensor  # [num_ws, w_dim] the codes edits are measured with
     editor: str  # the SFE file that made them (its feature editor carries the edits)
+    layer: FeatureLayer  # where F goes in the generator
+
+
+def save_features(features: dict[str, torch.Tensor], layer: FeatureLayer, path: Path, record: dict) -> Path:
+    """NAME_features.safetensors: `features` (the generator's activation at `layer` an SFE inversion renders with),
+    `fused` and `e4e_latent` (what an edit needs), and as metadata what produced them, so that an edit can check
+    the file belongs to its generator."""
+    from safetensors.torch import save_file
+
+    from ...utils.io import atomic_path
+
+    metadata = {"format": FEATURES_FORMAT, "layer": layer.name,
+                "shape": "x".join(map(str, features["features"].shape)), **{k: str(v) for k, v in record.items()}}
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in features.items()}, str(tmp),
+                  metadata=metadata)
+    return Path(path)
 
 
 def read_features(path, generator) -> SavedFeatures:
@@ -279,22 +365,18 @@ def read_features(path, generator) -> SavedFeatures:
         raise SgtoolError(f"{path} is not a readable feature file ({exc})") from None
     if meta.get("format") != FEATURES_FORMAT or len(tensors) != 3:
         raise SgtoolError(f"{path} is not a feature file of `sgtool invert` with a StyleFeatureEditor encoder")
-    channels = generator_channels(generator)
-    if meta.get("layer") != f"b{FEATURE_RESOLUTION}" or tuple(tensors["features"].shape) != (channels, 64, 64) \
-            or tuple(tensors["fused"].shape) != (channels, 64, 64) \
+    layer = next((found for found in feature_layers(generator) if found.name == meta.get("layer")), None)
+    shape = (layer.channels, layer.size, layer.size) if layer is not None else None
+    if layer is None or tuple(tensors["features"].shape) != shape or tuple(tensors["fused"].shape) != shape \
             or tuple(tensors["e4e_latent"].shape) != (generator.num_ws, generator.w_dim):
+        here = ", ".join(f"{found.name} ({found.channels} x {found.size}px)" for found in feature_layers(generator))
         raise SgtoolError(f"{path} holds features of another generator or layer ({meta.get('layer')}, "
-                          f"{list(tensors['features'].shape)}); this one takes b{FEATURE_RESOLUTION} features of "
-                          f"{channels} x 64 x 64: invert again with --network set to it")
+                          f"{list(tensors['features'].shape)}); this generator's layers are {here}: invert again "
+                          "with --network set to it")
     if not all(torch.isfinite(t).all() for t in tensors.values()):
         raise SgtoolError(f"{path} holds NaN or infinite values; invert the photo again")
-    return SavedFeatures(tensors["features"], tensors["fused"], tensors["e4e_latent"], meta.get("encoder", ""))
-
-
-def generator_channels(generator) -> int:
-    """The channels of the generator's 64 px activation (SFE's F); -1 when it has no 64 px StyleGAN2 block."""
-    block = getattr(generator.synthesis, f"b{FEATURE_RESOLUTION}", None)
-    return int(block.conv1.out_channels) if block is not None and hasattr(block, "conv1") else -1
+    return SavedFeatures(tensors["features"], tensors["fused"], tensors["e4e_latent"], meta.get("encoder", ""),
+                         layer)
 
 
 def edit_in_feature_space(editor: FeatureStyleEditor, generator, saved: SavedFeatures, ws: torch.Tensor,
@@ -302,6 +384,6 @@ def edit_in_feature_space(editor: FeatureStyleEditor, generator, saved: SavedFea
     """(the edited image [1, 3, R, R], its F'): the editor's F' from the inversion's F and the change of the e4e
     code's feature under the same W edit (`edited_e4e`), rendered with the edited codes."""
     e4e = saved.e4e_latent[None].to(ws)
-    delta = feature_delta(generator, e4e, edited_e4e.to(ws))
+    delta = feature_delta(generator, saved.layer, e4e, edited_e4e.to(ws))
     feature = editor.edit_feature(saved.fused[None].to(ws), delta)
-    return render_with_feature(generator, edited_ws, feature), feature
+    return render_with_feature(generator, edited_ws, feature, saved.layer), feature

@@ -45,7 +45,7 @@ GRID_WIDTH = 768  # photos are shrunk to at most this width in sweep grids
 # The settings a re-run (`sgtool edit OUTDIR --edit ...`) takes from the record unless given again.
 # What a re-edit of a photo folder takes from its record unless given again: the models, how faces were found,
 # inverted and tuned, and where edit names come from (--direction NAME=FILE, the CLIP of text edits).
-RECORDED = ("network", "encoder", "faces", "tune_steps", "pti", "invert", "mask", "jpeg_quality", "device",
+RECORDED = ("network", "encoder", "w_encoder", "faces", "tune_steps", "pti", "invert", "mask", "jpeg_quality", "device",
             "directions", "directions_dir", "direction_set", "clip_directions", "clip", "clip_weights", "templates")
 
 
@@ -59,6 +59,7 @@ class PhotoFace:
     crop: np.ndarray  # the unaligned crop, uint8
     latent: torch.Tensor  # [num_ws, w_dim]
     generator: torch.nn.Module
+    features: object = None  # SavedFeatures of a feature-space inversion (its edits go through the feature editor)
 
     def paste_quad(self) -> np.ndarray:
         """The square the render covers in the photo: the unaligned crop (StyleGAN3) or the aligned quad."""
@@ -129,7 +130,8 @@ class PhotoEditor:
         self.settings, self.generator, self.encoder, self.request = settings, generator, encoder, request
         self.lpips_model, self.reporter = lpips_model, reporter
         self.outdir = Path(settings.outdir)
-        self.models = {"network": _identity(settings.network), "encoder": _identity(settings.encoder)}
+        self.models = {"network": _identity(settings.network), "encoder": _identity(settings.encoder),
+                       "w_encoder": _identity(settings.w_encoder)}
 
     def __call__(self, item: Item) -> dict:
         photo = read_image(item.source)
@@ -150,13 +152,14 @@ class PhotoEditor:
         start = time.perf_counter()
         for index in chosen:
             face_dir = folder / f"face{index}"
-            latent, generator, cached = self._invert(face_dir, aligned[index])
+            latent, generator, features, cached = self._invert(face_dir, aligned[index])
             invert_cached.append(cached)
             if self.settings.tune_steps:
                 generator, cached = self._tune(item, index, face_dir, aligned[index], latent)
                 tune_cached.append(cached)
             mask = head_mask(aligned[index]["landmarks"], photo.shape, self.settings.mask)
-            faces.append(PhotoFace(index, aligned[index]["record"], mask, aligned[index]["crop"], latent, generator))
+            faces.append(PhotoFace(index, aligned[index]["record"], mask, aligned[index]["crop"], latent, generator,
+                                   features))
         stages["invert"] = {"seconds": round(time.perf_counter() - start, 3), "cached": all(invert_cached),
                             "faces": len(chosen)}
         if self.settings.tune_steps:
@@ -231,16 +234,19 @@ class PhotoEditor:
         return digest({"face": face["record"], "models": self.models, "invert": self.settings.invert.record()})
 
     def _invert(self, face_dir: Path, face: dict):
+        from ...models.encoders.sfe import save_features
         from ..invert.run import Face, invert_faces
 
         key = self._invert_key(face)
         meta = _read_json(face_dir / "inversion.json")
         adjusted_path = face_dir / "hyperstyle_generator.safetensors"
+        features_path = face_dir / "features.safetensors"
         if meta.get("key") == key and (face_dir / "latent.npy").is_file():
             generator = load_generator(adjusted_path, device=_device(self.generator)) if meta.get("adjusted") \
                 else self.generator
             latent = next(iter(load_latents(face_dir / "latent.npy", generator.num_ws, generator.w_dim).values()))
-            return torch.from_numpy(latent), generator, True
+            features = self._features(features_path) if meta.get("features") else None
+            return torch.from_numpy(latent), generator, features, True
         inverse = np.asarray(face["record"]["inverse_transform"], np.float32)
         inversion = invert_faces([Face(face["aligned"], inverse)], self.settings.invert, self.encoder, self.generator,
                                  self.lpips_model)[0]
@@ -250,8 +256,18 @@ class PhotoEditor:
         if inversion.generator is not None:  # HyperStyle: this face's own weights
             generator = inversion.generator
             save_generator(generator, adjusted_path, {"note": "HyperStyle-adjusted generator of one face"})
-        write_json({"key": key, "adjusted": inversion.generator is not None}, face_dir / "inversion.json")
-        return latent, generator, False
+        if inversion.features is not None:
+            save_features(inversion.features, inversion.feature_layer, features_path,
+                          {"encoder": str(self.settings.encoder), "network": str(self.settings.network)})
+        write_json({"key": key, "adjusted": inversion.generator is not None,
+                    "features": inversion.features is not None}, face_dir / "inversion.json")
+        features = self._features(features_path) if inversion.features is not None else None
+        return latent, generator, features, False
+
+    def _features(self, path: Path):
+        from ...models.encoders.sfe import read_features
+
+        return read_features(path, self.generator) if self.settings.feature_edits else None
 
     def _tune(self, item: Item, index: int, face_dir: Path, face: dict, latent: torch.Tensor):
         from ..tune.pti import TuneTarget, tune_and_save
@@ -280,11 +296,28 @@ class PhotoEditor:
         """(the photo with every face edited and pasted back, each face's edited render as uint8)."""
         out, renders = photo, []
         for face in faces:
-            code = request.edit(face.generator, face.latent[None].to(_device(face.generator)))
-            image = to_uint8(render(face.generator, code, face.transform(), request.noise_mode))[0]
+            ws = face.latent[None].to(_device(face.generator))
+            if face.features is not None:
+                image = to_uint8(self._feature_edit(face, ws, request))[0]
+            else:
+                code = request.edit(face.generator, ws)
+                image = to_uint8(render(face.generator, code, face.transform(), request.noise_mode))[0]
             out = paste(out, image, face.paste_quad(), *face.mask)
             renders.append(image)
         return out, renders
+
+    def _feature_edit(self, face: PhotoFace, ws: torch.Tensor, request: EditRequest) -> torch.Tensor:
+        """The face's W edit carried through the SFE encoder's feature editor (its aligned render)."""
+        from ...models.encoders.sfe import edit_in_feature_space
+
+        if request.style_edits or request.texts is not None:
+            raise SgtoolError("a feature-space encoder takes --edit directions (and their sweeps) through its feature "
+                              "editor; StyleSpace and text edits edit the W+ code alone with --set feature_edits=false")
+        saved = face.features
+        with torch.no_grad():
+            image, _ = edit_in_feature_space(self.encoder.model, face.generator, saved, ws, request.apply(ws),
+                                             request.apply(saved.e4e_latent[None].to(ws)))
+        return image
 
     def write_edits(self, item: Item, photo: np.ndarray, faces: list[PhotoFace]) -> tuple[list[str], list[dict]]:
         request, outdir = self.request, self.outdir
@@ -350,6 +383,10 @@ def edit_photos(photos: list[Path], settings: EditSettings, generator, encoder, 
     from ..invert.run import check_method, projection_lpips
 
     check_method(settings.invert.method, encoder)
+    if getattr(encoder, "family", None) == "sfe" and generator.kind == "stylegan3":
+        raise SgtoolError(f"{settings.encoder}: a feature-space inversion renders the aligned crop its features "
+                          "belong to, and StyleGAN3 photo edits paste the unaligned render; edit the aligned faces "
+                          "(sgtool align, invert, edit NAME_latent.npy) or use a W+ encoder here")
     lpips_model = projection_lpips(settings.invert, _device(generator)) \
         if settings.invert.method in ("optimize", "hybrid") else None
     editor = PhotoEditor(settings, generator, encoder, request, lpips_model, reporter)

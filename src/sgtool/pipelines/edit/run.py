@@ -114,7 +114,7 @@ def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dic
         from ..invert.run import load_models
 
         encoder, decoder = load_models(settings.encoder, settings.network, resolve_device(settings.device),
-                                       need="editing photos")
+                                       w_encoder=settings.w_encoder, need="editing photos", feature_space=True)
         generator = generator if generator is not None else decoder
         request = prepare_request(generator, settings, generator_hint(settings.network or settings.encoder,
                                                                       generator), prompts)

@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from ...device import resolve_device
 from ...errors import SgtoolError
 from ...models.encoders import build_inverter, face_pool, read_encoder_checkpoint
-from ...models.encoders.sfe import FEATURE_RESOLUTION, FEATURES_FORMAT, render_with_feature
+from ...models.encoders.sfe import save_features
+from ...models.encoders.sfe_layers import FeatureLayer, render_with_feature
 from ...progress import SILENT, Reporter
 from ...settings import InversionOptions, InvertSettings, Projector
 from ...utils.batch import Shard
@@ -56,22 +57,33 @@ def load_encoder(path, device="cpu", network=None, w_encoder=None):
     if is_feature_editor_checkpoint(path):
         return load_feature_inverter(path, device=device, network=network,
                                      w_encoder=resolve_reference(w_encoder, kind="encoder") if w_encoder else None)
+    checkpoint = read_encoder_checkpoint(path)
     if w_encoder is not None:
-        from ...models.encoders.hyperstyle import load_hyperstyle
+        from ...models.encoders.hyperstyle import HYPERSTYLE_TYPES, build_hyperstyle
 
-        return load_hyperstyle(path, device=device, network=network,
-                               w_encoder=resolve_reference(w_encoder, kind="encoder"))
-    return build_inverter(read_encoder_checkpoint(path), device=device, network=network)
+        if checkpoint.encoder_type not in HYPERSTYLE_TYPES:
+            raise SgtoolError(f"{path} is a {checkpoint.encoder_type} (W+) encoder; --w-encoder goes with a "
+                              "StyleFeatureEditor or HyperStyle file as -e: pass one, or drop --w-encoder")
+        return build_hyperstyle(checkpoint, device=device, network=network,
+                                w_encoder=resolve_reference(w_encoder, kind="encoder"))
+    return build_inverter(checkpoint, device=device, network=network)
 
 
-def load_models(encoder=None, network=None, device="cpu", w_encoder=None, need: str = "a generator"):
+def load_models(encoder=None, network=None, device="cpu", w_encoder=None, need: str = "a generator",
+                feature_space: bool = False):
     """(inverter or None, generator): the one rule for which generator renders.
 
     With an encoder, its decoder renders unless `network` replaces it; without one, `network` is
-    loaded as the generator. `need` names what asked, for the error when neither is given.
+    loaded as the generator. `need` names what asked, for the errors. A feature-space encoder (SFE) is refused
+    unless the caller carries its feature tensor (`feature_space`).
     """
+    from ...hub import resolve_reference
     from ...models import load_generator
+    from ...models.encoders.sfe import is_feature_editor_checkpoint
 
+    if encoder and not feature_space and is_feature_editor_checkpoint(resolve_reference(encoder, kind="encoder")):
+        raise SgtoolError(f"{encoder} is a feature-space encoder (StyleFeatureEditor): its feature tensor belongs to "
+                          f"one aligned crop, which {need} cannot keep; use a W+ encoder (e4e, ReStyle) here")
     if encoder:
         inverter = load_encoder(encoder, device=device, network=network, w_encoder=w_encoder)
         return inverter, inverter.generator
@@ -91,6 +103,7 @@ class Inversion:
     step_images: list[torch.Tensor] = field(default_factory=list)  # [3, 256, 256] per step, aligned
     generator: torch.nn.Module | None = None  # hyperstyle: this image's adjusted generator (renders `latents`)
     features: dict[str, torch.Tensor] | None = None  # feature-space encoders (SFE): see InversionStep.features
+    feature_layer: FeatureLayer | None = None  # where `features["features"]` goes in the generator
     diverged_at: int | None = None  # projection step whose loss was not finite (the latent before it is kept)
 
 
@@ -199,7 +212,8 @@ def invert_faces(faces: list[Face], options: InversionOptions, encoder, generato
             out.append(Inversion(latents[-1], latents, per_image, step_images=[r.images[i].detach().cpu()
                                                                                for r in results],
                                  generator=adjusted, features=None if features is None else
-                                 {key: value[i].detach().cpu() for key, value in features.items()}))
+                                 {key: value[i].detach().cpu() for key, value in features.items()},
+                                 feature_layer=getattr(encoder, "layer", None)))
         return out
     return [invert_target(generator_target(f.aligned, generator.img_resolution), options.method, generator=generator,
                           encoder=encoder, steps=options.encoder_steps, num_steps=options.project_steps,
@@ -234,6 +248,7 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
                           "checkpoint or registry name)")
     if encoder is None and generator is None:
         encoder, generator = load_models(settings.encoder, settings.network, device, settings.w_encoder,
+                                         feature_space=True,
                                          need=f"--method {settings.method}")
     generator = generator if generator is not None else encoder.generator
     check_method(settings.method, encoder)
@@ -336,22 +351,6 @@ def _video_writer(item: Item, settings: InvertSettings, generator, outdir: Path)
                        fps=Fraction(settings.video_fps))
 
 
-def save_features(features: dict[str, torch.Tensor], path: Path, record: dict) -> Path:
-    """NAME_features.safetensors: `features` (the generator's 64 px activation an SFE inversion renders with),
-    `fused` and `e4e_latent` (what an edit needs), and as metadata what produced them, so that an edit can check
-    the file belongs to its generator."""
-    from safetensors.torch import save_file
-
-    from ...utils.io import atomic_path
-
-    metadata = {"format": FEATURES_FORMAT, "layer": f"b{FEATURE_RESOLUTION}",
-                "shape": "x".join(map(str, features["features"].shape)), **{k: str(v) for k, v in record.items()}}
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in features.items()}, str(tmp),
-                  metadata=metadata)
-    return Path(path)
-
-
 def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: InvertSettings, generator, outdir: Path,
                    evaluator) -> dict:
     name = item.name
@@ -369,16 +368,22 @@ def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: Inver
                                       metadata={"hyperstyle": generator.hyperstyle, "source": str(item.source)}))
         record["generator"] = str(outputs[-1])
     if inversion.features is not None:
-        outputs.append(save_features(inversion.features, outdir / f"{name}_features.safetensors",
+        outputs.append(save_features(inversion.features, inversion.feature_layer,
+                                     outdir / f"{name}_features.safetensors",
                                      {"source": str(item.source), "encoder": str(settings.encoder),
                                       "w_encoder": str(settings.w_encoder), "network": str(settings.network)}))
         record["features"] = str(outputs[-1])
-        recon = render_with_feature(generator, latent[None], inversion.features["features"][None])
+        recon = render_with_feature(generator, latent[None], inversion.features["features"][None],
+                                    inversion.feature_layer)
     else:
         recon = render(generator, latent[None])
     outputs.append(save_image(recon[0], outdir / f"{name}_recon.png"))
     record["recon"] = str(outputs[-1])
-    if face.inverse_transform is not None:
+    if face.inverse_transform is not None and inversion.features is not None:
+        # F is the aligned crop's activation; another input transform would move the layers before it, not F.
+        record.update(inverse_transform=face.inverse_transform.tolist(),
+                      recon_unaligned="not written: a feature-space inversion renders the aligned crop only")
+    elif face.inverse_transform is not None:
         outputs.append(save_image(render(generator, latent[None], torch.from_numpy(face.inverse_transform))[0],
                                   outdir / f"{name}_recon_unaligned.png"))
         record.update(recon_unaligned=str(outputs[-1]), inverse_transform=face.inverse_transform.tolist())

@@ -10,16 +10,19 @@ make --resume continue exactly. Files are written to a temporary name and rename
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ...errors import CheckpointError, SgtoolError
 from ...models.encoders.hyperstyle import generator_layers
+from ...models.encoders.sfe import sfe_state
 from ...models.formats import torch_load
 from ...models.rosinality import export_rosinality
 from ...settings import TrainEncoderSettings
 from ...utils.io import atomic_path
+from .sfe import editor_phase_steps
 from .tasks import ENCODER_TYPES
 
 FORMAT = 1
@@ -33,6 +36,12 @@ _COMMON = dict(dataset_type="ffhq_encode", batch_size=8, test_batch_size=8, work
 def reference_opts(settings: TrainEncoderSettings, generator, network: str, w_encoder=None) -> dict:
     """The reference trainer's options for this run (its field names; sgtool's values)."""
     s = settings
+    if s.arch == "sfe":  # SFE's training config (configs/fse_inverter_train.yaml and its editor phase) names
+        return dict(exp_dir=str(s.outdir), method="fse_full", device="cuda:0", batch_size=s.batch_size,
+                    workers=s.workers, steps=s.steps, editor_steps=editor_phase_steps(s), lr=s.lr,
+                    optim_name=s.optimizer, l2_lambda=s.l2_weight, lpips_lambda=s.lpips_weight,
+                    id_lambda=s.id_weight if s.id_loss == "arcface" else 0.0, feature_lambda=s.feature_weight,
+                    stylegan_weights=network, e4e_path=str(s.w_encoder), output_size=int(generator.img_resolution))
     encoder_type = ENCODER_TYPES[(s.arch, s.encoder_backbone)]
     base = dict(_COMMON, exp_dir=str(s.outdir), encoder_type=encoder_type, batch_size=s.batch_size,
                 workers=s.workers, learning_rate=s.lr, optim_name=s.optimizer, l2_lambda=s.l2_weight,
@@ -88,7 +97,10 @@ def checkpoint_dict(task, settings: TrainEncoderSettings, generator, decoder: di
                     best: float | None, train_state: dict) -> dict:
     """`decoder`: `decoder_state(generator)`."""
     prefix = "hypernet" if settings.arch == "hyperstyle" else "encoder"
-    state = {f"{prefix}.{k}": v.detach().cpu() for k, v in task.encoder.state_dict().items()}
+    if settings.arch == "sfe":  # SFE's own names: inverter.fs_backbone.*, inverter.fuser.*, encoder.* (editor)
+        state = {k: v.detach().cpu() for k, v in sfe_state(task.encoder).items()}
+    else:
+        state = {f"{prefix}.{k}": v.detach().cpu() for k, v in task.encoder.state_dict().items()}
     state.update({f"decoder.{k}": v.detach().cpu() for k, v in decoder.items()})
     opts = reference_opts(settings, generator, network, task.w_encoder)
     latent_avg = task.latent_avg.detach().cpu()
@@ -96,6 +108,9 @@ def checkpoint_dict(task, settings: TrainEncoderSettings, generator, decoder: di
         latent_avg = latent_avg[0].clone()  # stylegan3-editing stores w_avg itself ([512])
     arch = dict(arch=settings.arch, backbone=settings.encoder_backbone, width=settings.width, input_size=settings.input_size,
                 style_dim=int(generator.w_dim), n_styles=int(generator.num_ws), generator_kind=generator.kind)
+    if settings.arch == "sfe":
+        arch["sfe"] = asdict(task.encoder.config)
+        latent_avg = latent_avg[0].clone()  # SFE adds the generator's w_avg ([w_dim])
     return {"state_dict": state, "opts": opts, "latent_avg": latent_avg.clone(), "global_step": step,
             "best_val_loss": best,
             "sgtool": {"format": FORMAT, "arch": arch, "settings": settings.model_dump(mode="json"),

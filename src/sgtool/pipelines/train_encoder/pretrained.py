@@ -1,5 +1,6 @@
 """Backbone initialisation as the references do it: IR-SE50 from the ArcFace net (its first conv's
-RGB weights into the first three input channels), ResNet-34 from torchvision's ImageNet weights."""
+RGB weights into the first three input channels), ResNet-34 from torchvision's ImageNet weights, SFE's
+iResNet-50 trunk from the ArcFace iresnet50 it starts from."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from ...settings import TrainEncoderSettings
 
 
 def default_backbone_weights(settings: TrainEncoderSettings) -> str:
-    return "resnet34-imagenet" if settings.encoder_backbone == "resnet34" else "arcface-ir-se50"
+    return {"resnet34": "resnet34-imagenet", "iresnet50": "arcface-iresnet50"}.get(settings.encoder_backbone,
+                                                                                  "arcface-ir-se50")
+
+
+IRESNET_NAMES = {"conv1.": "backbone.conv.0.", "bn1.": "backbone.conv.1.", "prelu.": "backbone.conv.2.",
+                 **{f"layer{i}.": f"backbone.block_{i}." for i in range(1, 5)}}
 
 
 def read_state_dict(path, what: str) -> dict[str, torch.Tensor]:
@@ -36,7 +42,12 @@ def load_backbone(encoder: nn.Module, settings: TrainEncoderSettings) -> str:
     path = resolve_reference(reference, kind="backbone")
     state = read_state_dict(path, "backbone")
     ours = encoder.state_dict()
-    if "input_layer.0.weight" in ours:  # IR-SE
+    if "backbone.block_1.0.conv1.weight" in ours:  # SFE: the trunk; its heads, fuser and editor stay random
+        if "layer1.0.conv1.weight" not in state:
+            raise CheckpointError(f"{path} is not an ArcFace iresnet50 state dict (no layer1.0.conv1.weight)")
+        picked = {new + k[len(old):]: v for k, v in state.items() for old, new in IRESNET_NAMES.items()
+                  if k.startswith(old)}
+    elif "input_layer.0.weight" in ours:  # IR-SE
         if "input_layer.0.weight" not in state:
             raise CheckpointError(f"{path} is not an ArcFace IR-SE50 state dict (no input_layer.0.weight)")
         picked = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body.")) and k in ours}

@@ -22,6 +22,7 @@ from ...errors import SgtoolError
 from ...losses import load_lpips
 from ...models import load_generator
 from ...models.encoders import read_encoder_checkpoint
+from ...models.encoders.sfe import SFE_PARTS
 from ...models.encoders.sg2_encoders import build_sg2_encoder
 from ...progress import SILENT, Reporter
 from ...settings import TrainEncoderSettings
@@ -34,6 +35,7 @@ from .objectives import LatentPool, Objectives, identity_model, make_discriminat
 from .optim import make_optimizer
 from .pretrained import load_backbone
 from .records import resume_settings
+from .sfe import SfeTask, build_sfe
 from .tasks import Batch, EncoderTask, build_encoder, check_generator, default_iterations, tuned_layers
 
 SYNTHETIC_TEST_OFFSET = 2 ** 40  # held-out synthetic latents never overlap the training ones
@@ -55,7 +57,7 @@ class Trainer:
         self.s = settings
         tuned = tuned_layers(settings, generator) if settings.arch == "hyperstyle" else None
         torch.manual_seed(settings.seed)  # the initial weights depend on the seed alone
-        encoder = build_encoder(settings, generator, tuned)
+        encoder = build_sfe(settings, generator) if settings.arch == "sfe" else build_encoder(settings, generator, tuned)
         if resume is None and settings.backbone_init == "pretrained":
             load_backbone(encoder, settings)
         encoder = encoder.to(device)
@@ -73,8 +75,11 @@ class Trainer:
                                            kind="backbone")
         objectives = Objectives(settings, latent_avg, lpips_model, identity_model(settings, id_weights, device),
                                 self.discriminator.to(device) if self.discriminator is not None else None)
-        self.task = EncoderTask(settings, generator, encoder, latent_avg, objectives, self.w_encoder)
-        find_unused = self.task.progressive
+        if settings.arch == "sfe":
+            self.task = SfeTask(settings, generator, encoder, latent_avg, objectives, self.w_encoder, ctx.rank)
+        else:
+            self.task = EncoderTask(settings, generator, encoder, latent_avg, objectives, self.w_encoder)
+        find_unused = self.task.progressive or settings.arch == "sfe"  # SFE trains one part per phase
         self.model = (DistributedDataParallel(encoder, find_unused_parameters=find_unused) if ctx.active
                       else encoder)
         self.optimizer = make_optimizer(settings.optimizer, encoder.parameters(), settings.lr)
@@ -92,8 +97,11 @@ class Trainer:
         s = self.s
         avg = generator.mapping.w_avg.detach().to(device, torch.float32).reshape(1, -1)
         latent_avg = avg.expand(generator.num_ws, -1).clone()
-        if s.arch != "hyperstyle":
+        if s.arch not in ("hyperstyle", "sfe"):
             return None, latent_avg
+        if s.w_encoder is None and s.arch == "sfe":
+            raise SgtoolError("sfe measures edits with an e4e's codes, as StyleFeatureEditor does: pass --w-encoder "
+                              "(an e4e run's best.pt for this generator, or e4e_ffhq_encode.pt)")
         if s.w_encoder is None:
             raise SgtoolError("hyperstyle starts from a W encoder's codes: pass --w-encoder (an e4e/pSp run's best.pt "
                               "or HyperStyle's faces_w_encoder.pt)")
@@ -130,7 +138,11 @@ class Trainer:
     def _restore(self, data: dict):
         meta = data["sgtool"]
         prefix = "hypernet." if self.s.arch == "hyperstyle" else "encoder."
-        state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        if self.s.arch == "sfe":
+            state = {ours + k[len(theirs):]: v for k, v in data["state_dict"].items()
+                     for ours, theirs in SFE_PARTS.items() if k.startswith(theirs)}
+        else:
+            state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
         source = data.get("_path", self.outdir)
         expected = self.task.encoder.state_dict()
         missing = sorted(set(expected) - set(state))
@@ -241,7 +253,7 @@ class Trainer:
 
         s = self.s
         self.model.eval()
-        self.task.set_step(self.step)
+        self.task.validation_step(self.step)
         loader = DataLoader(self.test_set, batch_size=max(1, min(s.batch_size, 8)), shuffle=False,
                             num_workers=0 if s.synthetic else min(2, s.workers))
         sums: dict[str, float] = {}

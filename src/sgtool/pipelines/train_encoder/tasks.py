@@ -130,6 +130,9 @@ class EncoderTask:
         if hasattr(self.encoder, "active_styles"):
             self.encoder.active_styles = self.active_styles(step)
 
+    def validation_step(self, done: int) -> None:
+        self.set_step(done)
+
     def discriminated_styles(self) -> list[int]:
         active = getattr(self.encoder, "active_styles", None)
         return list(range(self.generator.num_ws if active is None else active))

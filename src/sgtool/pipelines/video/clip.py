@@ -52,7 +52,8 @@ class ClipModels:
         if self._loaded is None:
             from ..invert.run import load_models
 
-            self._loaded = load_models(self.encoder, self.network, self.device)
+            self._loaded = load_models(self.encoder, self.network, self.device,
+                                       need="video (stabilised crops, smoothed over time)")
         return self._loaded
 
     @property
