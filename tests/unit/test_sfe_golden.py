@@ -176,3 +176,20 @@ def test_edit_carries_a_direction_through_the_feature_editor(sfe, tmp_path):
                                 "-o", str(tmp_path / "o")])
     assert other.exit_code == 2 and "features of another generator or layer" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["tune", "expand-fov", "video"])
+def test_commands_that_cannot_keep_the_feature_tensor_say_so(command, tmp_path):
+    from typer.testing import CliRunner
+
+    from sgtool.cli import app
+
+    clip = FOLDER / "input.png"
+    lpips = {"tune": ["--set", "lpips_random_backbone=true", "-m", "encoder", "--no-align"], "video": [],
+             "expand-fov": ["--all", "16"]}[command]
+    result = CliRunner().invoke(app, [command, str(clip), "-e", str(FOLDER / "sfe_editor_light.pt"), "-n",
+                                      str(FOLDER / "stylegan2-ffhq-config-f.pt"), "-o", str(tmp_path / "o"),
+                                      "--device", "cpu", *lpips])
+    assert result.exit_code == 2, result.output
+    assert "is a feature-space encoder (StyleFeatureEditor)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
