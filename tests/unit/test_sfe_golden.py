@@ -139,7 +139,7 @@ def test_edit_carries_a_direction_through_the_feature_editor(sfe, tmp_path):
     from typer.testing import CliRunner
 
     from sgtool.cli import app
-    from sgtool.models.encoders.sfe import edit_in_feature_space, read_features
+    from sgtool.models.encoders.sfe import read_features
     from sgtool.utils.io import to_uint8
 
     generator, _, _, model, _, direction, _ = sfe
@@ -160,14 +160,18 @@ def test_edit_carries_a_direction_through_the_feature_editor(sfe, tmp_path):
     saved = read_features(inv / "input_features.safetensors", generator)
     ws = torch.from_numpy(np.load(inv / "input_latent.npy"))[None]
     with torch.no_grad():
-        image, _ = edit_in_feature_space(model, generator, saved, ws, ws + 1.5 * direction,
-                                         saved.e4e_latent[None] + 1.5 * direction)
+        e4e = saved.e4e_latent[None]
+        delta = feature_delta(generator, B64, e4e, e4e + 1.5 * direction)
+        image = render_with_feature(generator, ws + 1.5 * direction,
+                                    model.edit_feature(saved.fused[None], delta), B64)
     written = np.asarray(PILImage.open(entry["image"]))
     assert np.abs(written.astype(int) - to_uint8(image)[0].astype(int)).max() <= 1
-    # Only W directions go through the editor; a StyleSpace edit says how to edit the W+ code alone.
+    # A StyleSpace edit goes through the editor too: the edited S and its F' are written.
     styled = runner.invoke(app, ["edit", str(inv / "input_latent.npy"), *common, "--style", "0:0=1",
-                                 "-o", str(tmp_path / "s")])
-    assert styled.exit_code == 2 and "--set feature_edits=false" in styled.stderr
+                                 "-o", str(tmp_path / "s"), "--json"])
+    assert styled.exit_code == 0, styled.output
+    entry = json.loads(styled.stdout)["items"][0]["entries"][0]
+    assert entry["feature_space"] is True and entry["styles"].endswith("_styles.npz") and entry["feature"]
     # Features of another generator or layer are one line.
     save_file({"features": torch.zeros(256, 64, 64), "fused": torch.zeros(256, 64, 64),
                "e4e_latent": torch.zeros(18, 512)}, str(inv / "input_features.safetensors"),

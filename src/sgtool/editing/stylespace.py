@@ -148,12 +148,14 @@ def render_s(generator, styles: Mapping[str, torch.Tensor], transform=None, nois
     return synthesize_s(generator, styles, transform, noise_mode)
 
 
-def synthesize_s(generator, styles: Mapping[str, torch.Tensor], transform=None, noise_mode: str = "const"):
-    """`render_s` with gradients (when enabled) to the generator's weights: tuning around an S code."""
+def synthesize_s(generator, styles: Mapping[str, torch.Tensor], transform=None, noise_mode: str = "const",
+                 **synthesis_kwargs):
+    """`render_s` with gradients (when enabled) to the generator's weights: tuning around an S code.
+    `synthesis_kwargs` go to the synthesis network (`stop_at` / `replace` of feature-space edits)."""
     batch = check_s(generator, styles)
     device = next(generator.parameters()).device
     styles = {name: torch.as_tensor(value).to(device, torch.float32) for name, value in styles.items()}
-    kwargs = _transform_kwargs(generator, transform)
+    kwargs = {**_transform_kwargs(generator, transform), **synthesis_kwargs}
     if generator.kind == "stylegan3":
         return generator.synthesis(None, noise_mode=noise_mode, styles=styles, **kwargs)
     # The ws only reach the network through the affines, whose outputs the hooks replace.

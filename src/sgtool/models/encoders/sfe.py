@@ -377,13 +377,3 @@ def read_features(path, generator) -> SavedFeatures:
         raise SgtoolError(f"{path} holds NaN or infinite values; invert the photo again")
     return SavedFeatures(tensors["features"], tensors["fused"], tensors["e4e_latent"], meta.get("encoder", ""),
                          layer)
-
-
-def edit_in_feature_space(editor: FeatureStyleEditor, generator, saved: SavedFeatures, ws: torch.Tensor,
-                          edited_ws: torch.Tensor, edited_e4e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the edited image [1, 3, R, R], its F'): the editor's F' from the inversion's F and the change of the e4e
-    code's feature under the same W edit (`edited_e4e`), rendered with the edited codes."""
-    e4e = saved.e4e_latent[None].to(ws)
-    delta = feature_delta(generator, saved.layer, e4e, edited_e4e.to(ws))
-    feature = editor.edit_feature(saved.fused[None].to(ws), delta)
-    return render_with_feature(generator, edited_ws, feature, saved.layer), feature

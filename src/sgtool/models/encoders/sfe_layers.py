@@ -63,17 +63,18 @@ def choose_feature_layer(generator, requested: str | int | None = None) -> Featu
     return found[0]
 
 
-def _key(generator, layer: FeatureLayer):
+def layer_key(generator, layer: FeatureLayer):
+    """How the synthesis network names `layer` in `stop_at` / `replace`."""
     return int(layer.name[1:]) if generator.kind == "stylegan2" else layer.name
 
 
 def generator_feature(generator, ws: torch.Tensor, layer: FeatureLayer, **kwargs) -> torch.Tensor:
     """The generator's activation at `layer` for W+ codes, noise as stored."""
-    return generator.synthesis(ws, noise_mode="const", stop_at=_key(generator, layer), **kwargs)
+    return generator.synthesis(ws, noise_mode="const", stop_at=layer_key(generator, layer), **kwargs)
 
 
 def render_with_feature(generator, ws: torch.Tensor, feature: torch.Tensor, layer: FeatureLayer,
                         **kwargs) -> torch.Tensor:
     """The image of `ws` with `feature` in place of the generator's own activation at `layer` (StyleGAN2's
     to-RGB skip up to that block still comes from the codes)."""
-    return generator.synthesis(ws, noise_mode="const", replace={_key(generator, layer): feature}, **kwargs)
+    return generator.synthesis(ws, noise_mode="const", replace={layer_key(generator, layer): feature}, **kwargs)

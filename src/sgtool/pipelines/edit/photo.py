@@ -307,17 +307,10 @@ class PhotoEditor:
         return out, renders
 
     def _feature_edit(self, face: PhotoFace, ws: torch.Tensor, request: EditRequest) -> torch.Tensor:
-        """The face's W edit carried through the SFE encoder's feature editor (its aligned render)."""
-        from ...models.encoders.sfe import edit_in_feature_space
+        """The face's edit carried through the SFE encoder's feature editor (its aligned render)."""
+        from .features import feature_edit
 
-        if request.style_edits or request.texts is not None:
-            raise SgtoolError("a feature-space encoder takes --edit directions (and their sweeps) through its feature "
-                              "editor; StyleSpace and text edits edit the W+ code alone with --set feature_edits=false")
-        saved = face.features
-        with torch.no_grad():
-            image, _ = edit_in_feature_space(self.encoder.model, face.generator, saved, ws, request.apply(ws),
-                                             request.apply(saved.e4e_latent[None].to(ws)))
-        return image
+        return feature_edit(self.encoder.model, face.generator, face.features, ws, request)[0]
 
     def write_edits(self, item: Item, photo: np.ndarray, faces: list[PhotoFace]) -> tuple[list[str], list[dict]]:
         request, outdir = self.request, self.outdir

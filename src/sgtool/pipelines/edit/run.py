@@ -203,15 +203,15 @@ class _LatentFileEditor:
         outputs: list[str] = []
         saved = self._saved_features(item) if key is None else None
         if saved is not None:
-            written = self._write_feature_edit(ws, stem, saved)
-            record.update(written, feature_space=True)
-            return {**record, "outputs": [*outputs, *written.values()]}
+            record["feature_space"] = True
         if request.edits or request.style_edits or request.texts is not None:
-            written = self._write_edited(ws, stem, transform)
+            written = self._write_feature_edit(ws, stem, saved) if saved is not None else \
+                self._write_edited(ws, stem, transform)
             record.update(written)
             outputs += written.values()
         if request.sweep_strengths is not None:
-            row = sweep_row(self.generator, ws, request, transform, settings.batch_size)
+            row = sweep_row(self.generator, ws, request, transform, settings.batch_size) if saved is None else \
+                [to_uint8(self._feature_edit(ws, saved, request.swept(s))[0])[0] for s in request.sweep_strengths]
             self.rows.append(row)
             if settings.animate:
                 video = str(write_animation(row, self.outdir / f"{stem}_{sweep_tag(request)}.mp4", settings.fps))
@@ -241,36 +241,39 @@ class _LatentFileEditor:
             return None
         from ...models.encoders.sfe import read_features
 
-        request = self.request
-        if request.style_edits or request.texts is not None or request.sweep_strengths is not None:
-            raise SgtoolError(f"{path}: a feature-space inversion takes --edit directions through its feature editor; "
-                              "StyleSpace, text edits and sweeps edit its W+ code alone with --set feature_edits=false")
         return read_features(path, self.generator)
 
-    def _write_feature_edit(self, ws: torch.Tensor, stem: str, saved) -> dict[str, str]:
-        """The W edit through SFE's feature editor: the image, the edited code and its F' (NAME_LABEL_feature)."""
-        from ...models.encoders.sfe import edit_in_feature_space, load_feature_editor
+    def _feature_edit(self, ws: torch.Tensor, saved, request: EditRequest):
+        """(image, edited code, F') through the feature editor of the SFE file the features came from."""
+        from ...models.encoders.sfe import load_feature_editor
+        from .features import feature_edit
 
         if saved.editor not in self._editors:
             if not Path(saved.editor).is_file():
                 raise SgtoolError(f"{saved.editor}, the StyleFeatureEditor file these features came from, is not "
                                   "there; put it back, or edit the W+ code alone with --set feature_edits=false")
             self._editors[saved.editor] = load_feature_editor(saved.editor, device_of(self.generator))
-        request = self.request
-        with torch.no_grad():
-            edited = request.apply(ws)
-            image, feature = edit_in_feature_space(self._editors[saved.editor], self.generator, saved, ws, edited,
-                                                   request.apply(saved.e4e_latent[None].to(ws)))
-        base = self.outdir / f"{stem}_{request.label}"
+        return feature_edit(self._editors[saved.editor], self.generator, saved, ws, request)
+
+    def _write_feature_edit(self, ws: torch.Tensor, stem: str, saved) -> dict[str, str]:
+        """The edit through SFE's feature editor: the image, the edited code (W+ or S) and its F'
+        (NAME_LABEL_feature.safetensors)."""
         from safetensors.torch import save_file
 
         from ...utils.io import atomic_path
 
+        image, code, feature = self._feature_edit(ws, saved, self.request)
+        base = self.outdir / f"{stem}_{self.request.label}"
         with atomic_path(f"{base}_feature.safetensors") as tmp:
-            save_file({"features": feature[0].cpu().contiguous()}, str(tmp), metadata={"editor": saved.editor})
-        return {"image": str(save_image(to_uint8(image)[0], f"{base}.png")),
-                "latent": str(save_npy(edited[0].cpu().numpy().astype(np.float32), f"{base}.npy")),
-                "feature": f"{base}_feature.safetensors"}
+            save_file({"features": feature[0].cpu().contiguous()}, str(tmp),
+                      metadata={"editor": saved.editor, "layer": saved.layer.name})
+        written = {"image": str(save_image(to_uint8(image)[0], f"{base}.png")),
+                   "feature": f"{base}_feature.safetensors"}
+        if isinstance(code, torch.Tensor):
+            written["latent"] = str(save_npy(code[0].cpu().numpy().astype(np.float32), f"{base}.npy"))
+        else:
+            written["styles"] = str(stylespace.save_s(f"{base}_styles.npz", self.generator, code))
+        return written
 
     def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
         request = self.request
