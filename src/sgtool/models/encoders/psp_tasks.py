@@ -169,16 +169,30 @@ class PspTranslator(nn.Module):
                 layer.noise_const = value
 
 
-def build_translator(ckpt: EncoderCheckpoint, device="cpu", network=None) -> PspTranslator:
-    """A pSp task checkpoint as a translator (its own decoder unless `network` replaces it)."""
+def read_task_checkpoint(path) -> tuple[EncoderCheckpoint, PspTask]:
+    """A pSp task checkpoint (weights only) and its task, checked, before any network is built."""
+    ckpt = read_encoder_checkpoint(Path(path))
+    if any(k.startswith("hypernet.") for k in ckpt.state_dict):
+        raise SgtoolError(f"{path} is a HyperStyle checkpoint; translate takes pSp task checkpoints "
+                          "(sketch, segmentation, super-resolution, frontalisation, toonify)")
     if ckpt.encoder_type not in SG2_ENCODERS or ckpt.encoder_type == "WEncoder":
         raise CheckpointError(f"{ckpt.path}: encoder_type {ckpt.encoder_type!r} is not a pSp task encoder "
                               "(GradualStyleEncoder; e4e's Encoder4Editing also works)")
     if ckpt.opts.get("learn_in_w"):
         raise CheckpointError(f"{ckpt.path}: a learn_in_w pSp checkpoint (one w per image) is not supported; "
                               "use a W+ (GradualStyleEncoder) checkpoint")
+    return ckpt, task_of(ckpt)
+
+
+def style_rows(ckpt: EncoderCheckpoint) -> int:
+    """How many W+ rows the checkpoint's encoder predicts."""
+    return _style_count(ckpt.part("encoder"))
+
+
+def build_translator(ckpt: EncoderCheckpoint, device="cpu", network=None) -> PspTranslator:
+    """A pSp task checkpoint as a translator (its own decoder unless `network` replaces it)."""
     task = task_of(ckpt)
-    num_ws = _style_count(ckpt.part("encoder"))
+    num_ws = style_rows(ckpt)
     generator = resolve_generator(ckpt, network, num_ws, kinds=("stylegan2", "stylegan3"))
     encoder = build_sg2_encoder(ckpt)
     translator = PspTranslator(encoder, generator, latent_offset(ckpt, generator, num_ws), task, ckpt.encoder_type,
@@ -188,8 +202,4 @@ def build_translator(ckpt: EncoderCheckpoint, device="cpu", network=None) -> Psp
 
 def load_translator(path, device="cpu", network=None) -> PspTranslator:
     """Read a pSp task checkpoint (weights only) and build its translator."""
-    ckpt = read_encoder_checkpoint(Path(path))
-    if any(k.startswith("hypernet.") for k in ckpt.state_dict):
-        raise SgtoolError(f"{path} is a HyperStyle checkpoint; translate takes pSp task checkpoints "
-                          "(sketch, segmentation, super-resolution, frontalisation, toonify)")
-    return build_translator(ckpt, device=device, network=network)
+    return build_translator(read_task_checkpoint(path)[0], device=device, network=network)

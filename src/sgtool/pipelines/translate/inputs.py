@@ -147,8 +147,8 @@ def read_label_image(path: Path, task: PspTask, palette: np.ndarray | None = Non
     img = _open(path)
     if task.kind == "sketch":
         if _is_colour(img):
-            raise SgtoolError(f"{path} is a colour image, but {Path(task_source(task))} reads 1-channel grayscale "
-                              "sketches; give the sketch (black lines on white), not a photo")
+            raise SgtoolError(f"{path} is a colour image, but this model ({task_source(task)}) reads 1-channel "
+                              "grayscale sketches; give the sketch (dark lines on white), not a photo")
         return img.convert("L")
     if palette is not None:
         ids = _ids_from_colours(path, np.asarray(img.convert("RGB")), palette)
