@@ -5,13 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from .base import Cli, Renamed
 from .commands import Outdir, outdir_field
-from .common import BackboneRef, EncoderRef, GeneratorRef, Runtime
+from .common import BackboneRef, EncoderRef, GeneratorRef, Runtime, checked_by
 
 ENCODER_ARCHS = ("restyle-psp", "restyle-e4e", "psp", "e4e", "hyperstyle")
+ENCODER_TASKS = ("encode", "super-resolution")
+MAX_FACTOR = 64
+
+
+def _parse_factors(text: str) -> list[int]:
+    try:
+        factors = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ValueError("give comma-separated integers such as 1,2,4,8") from None
+    if not factors or min(factors) < 1 or max(factors) > MAX_FACTOR:
+        raise ValueError(f"factors must be between 1 and {MAX_FACTOR}")
+    return factors
 PROGRESSIVE_ARCHS = ("restyle-e4e", "e4e")
 HYPERSTYLE_DEFAULT_LAYERS = "0,2,3,5,6,8,9,11,12,14,15,17,18,20,21,23,24"
 
@@ -41,6 +53,12 @@ class TrainEncoderSettings(Runtime):
     layers_to_tune: Annotated[str, Cli()] = Field(HYPERSTYLE_DEFAULT_LAYERS, description="hyperstyle: generator "
                                                   "layers to predict offsets for (indices past the generator's "
                                                   "are ignored; to-RGB layers allowed)")
+    task: Annotated[Literal[ENCODER_TASKS], Cli()] = Field(
+        "encode", description="encode (invert photos) or, with --arch psp, an image-to-image task whose inputs are "
+        "made from the targets on the fly: super-resolution (pSp's degradation by one of --factors per image)")
+    factors: Annotated[str, AfterValidator(checked_by(_parse_factors)), Cli()] = Field(
+        "1,2,4,8,16,32", description="super-resolution: downsampling factors, one drawn per image (pSp's "
+        "--resize_factors)")
     data: Annotated[Path | None, Cli()] = Field(None, description="folder of aligned square images (sgtool align "
                                                 "output works as is)")
     test_data: Annotated[Path | None, Cli()] = Field(None, description="held-out folder (null: test_fraction of "
@@ -104,6 +122,10 @@ class TrainEncoderSettings(Runtime):
                                         "synthetic latents")
 
     @property
+    def factor_list(self) -> list[int]:
+        return _parse_factors(self.factors)
+
+    @property
     def encoder_backbone(self) -> str:
         """--backbone, or the arch's own when it is not given."""
         return self.backbone or ("resnet34" if self.arch == "hyperstyle" else "ir-se50")
@@ -123,6 +145,11 @@ class TrainEncoderSettings(Runtime):
         if self.width != 1 and self.backbone_init == "pretrained":
             raise ValueError(f"--width {self.width}: the released backbones are full width; train a narrower encoder "
                              "with --backbone-init random")
+        if self.task != "encode" and self.arch != "psp":
+            raise ValueError(f"--task {self.task} trains pSp's image-to-image encoder: use --arch psp")
+        if self.task == "super-resolution" and 3 * max(_parse_factors(self.factors)) // 2 >= self.input_size:
+            raise ValueError(f"--factors {self.factors}: the largest factor's padding (3f/2) leaves the "
+                             f"{self.input_size} px input; use factors below {(2 * self.input_size + 2) // 3}")
         if self.input_size & (self.input_size - 1):
             raise ValueError("input_size must be a power of two")
         return self

@@ -17,7 +17,7 @@ from torch import nn
 
 from ...errors import CheckpointError, SgtoolError
 from .inverter import encoder_size, face_pool, fit_input
-from .loading import EncoderCheckpoint, read_encoder_checkpoint
+from .loading import EncoderCheckpoint, read_encoder_checkpoint, sgtool_arch
 from .sg2_encoders import SG2_ENCODERS, _style_count, build_sg2_encoder, latent_offset, resolve_generator
 
 TASK_KINDS = ("sketch", "segmentation", "super-resolution", "photo")
@@ -33,6 +33,7 @@ class PspTask:
     input_nc: int
     label_nc: int
     factors: tuple[int, ...] = ()  # super-resolution: the downsampling factors it was trained on
+    input_size: int = 256  # the side inputs are prepared at (smaller for tiny sgtool-trained encoders)
 
     @property
     def pil_mode(self) -> str:
@@ -78,7 +79,7 @@ def task_of(ckpt: EncoderCheckpoint) -> PspTask:
     if channels != expected:
         raise CheckpointError(f"{ckpt.path}: a {kind} checkpoint (label_nc {label_nc}) should read {expected} "
                               f"channels, its encoder reads {channels}")
-    return PspTask(kind, dataset_type, input_nc, label_nc, factors)
+    return PspTask(kind, dataset_type, input_nc, label_nc, factors, int(sgtool_arch(ckpt).get("input_size", 256)))
 
 
 def noise_layers(generator: nn.Module) -> list[nn.Module]:

@@ -53,10 +53,13 @@ def reference_opts(settings: TrainEncoderSettings, generator, network: str, w_en
             opts.update(e4e, truncation_psi=1)
         return opts
     if s.arch == "psp":
+        # pSp's dataset_type tells its inference which transform makes the encoder input (translate reads it too).
+        task = dict(dataset_type="celebs_super_resolution", resize_factors=s.factors) \
+            if s.task == "super-resolution" else dict(resize_factors=None)
         return dict(base, input_nc=3, label_nc=0, output_size=int(generator.img_resolution),
                     start_from_latent_avg=True, learn_in_w=False, w_norm_lambda=s.w_norm_weight,
-                    lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco, use_wandb=False, resize_factors=None,
-                    n_styles=generator.num_ws)
+                    lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco, use_wandb=False,
+                    n_styles=generator.num_ws, **task)
     if s.arch == "e4e":
         return dict(base, start_from_latent_avg=True, lpips_type="alex", stylegan_size=int(generator.img_resolution),
                     keep_optimizer=False, **e4e)

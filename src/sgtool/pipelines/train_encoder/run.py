@@ -28,7 +28,8 @@ from ...settings import TrainEncoderSettings
 from ...utils.io import digest, file_identity, image_grid, save_image, to_uint8, write_json
 from ..shared.memory import available_memory, recomputable_bytes
 from . import checkpoints as ckpts
-from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
+from .data import (FolderImages, GlobalBatchSampler, SyntheticLatents, degrade_batch, draw_factor, render_targets,
+                   scan_folder, split_files)
 from .distributed import Dist, average_gradients, convert_batch_norms, setup, teardown
 from .objectives import LatentPool, Objectives, identity_model, make_discriminator
 from .optim import make_optimizer
@@ -165,13 +166,18 @@ class Trainer:
         return state
 
     # ---- batches
-    def _batch(self, raw: dict) -> Batch:
+    def _batch(self, raw: dict, epoch: int = 0) -> Batch:
         device = self.ctx.device
         if self.s.synthetic:
             images, ws = render_targets(self.generator, raw["index"], self.s.seed, self.s.truncation,
                                         self.s.input_size, device)
-            return Batch(x=images, latents=ws)
-        return Batch(x=raw["image"].to(device, non_blocking=True))
+            batch = Batch(x=images, latents=ws)
+        else:
+            batch = Batch(x=raw["image"].to(device, non_blocking=True))
+        if self.s.task == "super-resolution":
+            factors = [draw_factor(self.s.factor_list, self.s.seed, int(i), epoch) for i in raw["index"]]
+            batch.source = degrade_batch(batch.x, factors)
+        return batch
 
     def _sync(self, final_micro: bool):
         def sync(final_iteration: bool):
@@ -220,7 +226,7 @@ class Trainer:
         last_codes = None
         for m, raw in enumerate(micro_batches):
             self.bad_files += int(raw["failed"].sum())
-            batch = self._batch(raw)
+            batch = self._batch(raw, epoch=self.sampler.epoch)
             results = self.task.run(self.model, batch, train=True, sync=self._sync(m == len(micro_batches) - 1))
             for k, v in results[-1].losses.items():
                 logs[k] = logs.get(k, 0.0) + v / len(micro_batches)

@@ -41,7 +41,8 @@ class IterationResult:
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # encoder input [B, 3, S, S] in [-1, 1]
+    x: torch.Tensor  # the target [B, 3, S, S] in [-1, 1] (and the encoder input when there is no source)
+    source: torch.Tensor | None = None  # an image-to-image task's encoder input (a degraded x)
     latents: torch.Tensor | None = None  # known W+ of synthetic images
     id_target: torch.Tensor | None = None  # the identity net's embedding of x, computed once per batch
 
@@ -167,7 +168,7 @@ class EncoderTask:
             return results
         if self.settings.arch in ("psp", "e4e"):
             with sync(True), torch.set_grad_enabled(train):
-                codes = model(x) + self.latent_avg
+                codes = model(x if batch.source is None else batch.source) + self.latent_avg
                 y_hat = face_pool(render(self.generator, codes), self.size)
                 loss, logs = self.losses(y_hat, x, codes, batch, task=self)
                 if train:

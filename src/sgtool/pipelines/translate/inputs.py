@@ -81,15 +81,17 @@ def bicubic_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
 def degrade(rgb: np.ndarray, factor: int) -> np.ndarray:
     """uint8 HxWx3 -> the low-resolution uint8 image pSp's `BilinearResize([factor])` makes (values truncated,
     as ToPILImage does)."""
-    check_factor(factor)
+    check_factor(factor, min(rgb.shape[:2]))
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].to(torch.float32) / 255
     low = bicubic_downsample(x, int(factor))[0].clamp(0, 1)
     return (low * 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def check_factor(factor: int) -> None:
-    if not 1 <= int(factor) <= MAX_FACTOR:
-        raise SgtoolError(f"--factor must be between 1 and {MAX_FACTOR}, got {factor}")
+def check_factor(factor: int, side: int = ENCODER_SIZE) -> None:
+    """The reflect padding (3f/2 a side) must stay inside the image."""
+    if not 1 <= int(factor) <= MAX_FACTOR or 3 * int(factor) // 2 >= side:
+        raise SgtoolError(f"--factor must be between 1 and {min(MAX_FACTOR, (2 * side - 1) // 3)} for {side} px "
+                          f"inputs, got {factor}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,9 +190,10 @@ def _ids_from_colours(path: Path, rgb: np.ndarray, palette: np.ndarray) -> np.nd
 # Files -> encoder inputs
 
 
-def resize_256(img: Image.Image) -> Image.Image:
-    """torchvision's Resize((256, 256)) on a PIL image: PIL bilinear (a no-op at 256x256)."""
-    size = (ENCODER_SIZE, ENCODER_SIZE)
+def resize_256(img: Image.Image, side: int = ENCODER_SIZE) -> Image.Image:
+    """torchvision's Resize((256, 256)) on a PIL image: PIL bilinear (a no-op at 256x256). `side`: the input size
+    of a smaller sgtool-trained encoder."""
+    size = (side, side)
     return img if img.size == size else img.resize(size, Image.Resampling.BILINEAR)
 
 
@@ -217,18 +220,18 @@ def prepare_input(path: Path, task: PspTask, factor: int | None = None,
                   palette: np.ndarray | None = None) -> Prepared:
     """One input file as the task's encoder reads it."""
     if task.kind in ("sketch", "segmentation"):
-        image = resize_256(read_label_image(path, task, palette))
+        image = resize_256(read_label_image(path, task, palette), task.input_size)
         values = np.asarray(image)
         if task.kind == "sketch":
             x = torch.from_numpy(values.copy())[None].to(torch.float32) / 255
             return Prepared(x, np.repeat(values[..., None], 3, axis=2))
         return Prepared(one_hot(values, task.label_nc), label_preview(values, palette), labels=values.copy())
-    rgb = np.asarray(resize_256(Image.fromarray(read_image(path))))
+    rgb = np.asarray(resize_256(Image.fromarray(read_image(path)), task.input_size))
     if task.kind == "super-resolution":
         if factor is None:
             raise SgtoolError(f"{task_source(task)} was trained on factors {','.join(map(str, task.factors))}; "
                               "pass --factor F (how much the input is downsampled before it is restored)")
         lowres = degrade(rgb, factor)
-        restored = np.asarray(resize_256(Image.fromarray(lowres)))
+        restored = np.asarray(resize_256(Image.fromarray(lowres), task.input_size))
         return Prepared(normalised(restored), restored.copy(), lowres=lowres, factor=int(factor))
     return Prepared(normalised(rgb), rgb.copy())

@@ -147,7 +147,7 @@ def _write_outputs(item: Item, prepared: Prepared, codes: torch.Tensor, image: t
     translation = save_image(image, outdir / f"{name}_translation.png")
     record: dict = {"latent": str(latent), "translation": str(translation)}
     outputs = [latent, translation]
-    tiles = [prepared.preview, _tile(image)]
+    tiles = [_tile(prepared.preview), _tile(to_uint8(image))]
     if plan is not None:
         mixed = mix_codes(codes[None].expand(len(plan.z), -1, -1), plan.inject, plan.layers, plan.alpha)
         renders = translator.render(mixed, noise=plan.noise, resize=settings.resize_outputs)
@@ -156,7 +156,7 @@ def _write_outputs(item: Item, prepared: Prepared, codes: torch.Tensor, image: t
         mixes = [save_image(render, outdir / f"{name}_mix{k}.png") for k, render in enumerate(renders, 1)]
         outputs += mixes
         record["mixes"] = [str(p) for p in mixes]
-        tiles += [_tile(render) for render in renders]
+        tiles += [_tile(rgb) for rgb in to_uint8(renders)]
     outputs.append(save_image(np.concatenate(tiles, axis=1), outdir / f"{name}_side_by_side.png"))
     record["side_by_side"] = str(outputs[-1])
     if prepared.factor is not None:
@@ -164,9 +164,8 @@ def _write_outputs(item: Item, prepared: Prepared, codes: torch.Tensor, image: t
     return {"outputs": [str(p) for p in outputs], **record}
 
 
-def _tile(image: torch.Tensor) -> np.ndarray:
-    """An output as a 256 px tile of the side-by-side (PIL bilinear, as pSp's figures resize them)."""
-    rgb = to_uint8(image)
+def _tile(rgb: np.ndarray) -> np.ndarray:
+    """A 256 px tile of the side-by-side (PIL bilinear, as pSp's figures resize them)."""
     if rgb.shape[:2] == (ENCODER_SIZE, ENCODER_SIZE):
         return rgb
     return np.asarray(Image.fromarray(rgb).resize((ENCODER_SIZE, ENCODER_SIZE), Image.Resampling.BILINEAR))
