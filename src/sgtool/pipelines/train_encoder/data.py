@@ -84,7 +84,7 @@ def split_files(files: list[Path], fraction: float, seed: int) -> tuple[list[Pat
     return [f for f in files if f not in held], test
 
 
-def _flip(seed: int, epoch: int, index: int) -> bool:
+def draw_flip(seed: int, epoch: int, index: int) -> bool:
     return zlib.crc32(f"{seed}:{epoch}:{index}".encode()) & 1 == 1
 
 
@@ -119,7 +119,7 @@ class FolderImages(Dataset):
                 failed += 1
         else:
             raise SgtoolError(f"{RETRIES} images in a row failed to decode near {self.files[index]}; check the files")
-        if self.flip and _flip(self.seed, self.epoch, index):
+        if self.flip and draw_flip(self.seed, self.epoch, index):
             tensor = tensor.flip(-1)
         return {"image": tensor, "index": index, "failed": failed}
 

@@ -28,9 +28,9 @@ from ...settings import TrainEncoderSettings
 from ...utils.io import digest, file_identity, image_grid, save_image, to_uint8, write_json
 from ..shared.memory import available_memory, recomputable_bytes
 from . import checkpoints as ckpts
-from .data import (FolderImages, GlobalBatchSampler, SyntheticLatents, degrade_batch, draw_factor, render_targets,
-                   scan_folder, split_files)
+from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
 from .distributed import Dist, average_gradients, convert_batch_norms, setup, teardown
+from .image_tasks import encoder_source, grid_inputs, paired_datasets, uses_pairs
 from .objectives import LatentPool, Objectives, identity_model, make_discriminator
 from .optim import make_optimizer
 from .pretrained import load_backbone
@@ -107,7 +107,9 @@ class Trainer:
 
     def _data(self):
         s, ctx = self.s, self.ctx
-        if s.synthetic:
+        if uses_pairs(s):
+            train, test, self.counts = paired_datasets(s)
+        elif s.synthetic:
             train, test = SyntheticLatents(s.synthetic_size), SyntheticLatents(s.test_images, SYNTHETIC_TEST_OFFSET)
             self.counts = {"train": len(train), "test": len(test), "unreadable": 0}
         else:
@@ -174,9 +176,7 @@ class Trainer:
             batch = Batch(x=images, latents=ws)
         else:
             batch = Batch(x=raw["image"].to(device, non_blocking=True))
-        if self.s.task == "super-resolution":
-            factors = [draw_factor(self.s.factor_list, self.s.seed, int(i), epoch) for i in raw["index"]]
-            batch.source = degrade_batch(batch.x, factors)
+        batch.source = encoder_source(self.s, raw, batch.x, epoch)
         return batch
 
     def _sync(self, final_micro: bool):
@@ -268,7 +268,7 @@ class Trainer:
             count += n
             if len(grid) < s.grid_images:
                 for i in range(min(n, s.grid_images - len(grid))):
-                    grid.append([batch.x[i]] + [r.images[i] for r in results])
+                    grid.append(grid_inputs(s, batch, i) + [r.images[i] for r in results])
         self.model.train()
         metrics = {k: v / count for k, v in sums.items()}
         self.last_grid = grid
