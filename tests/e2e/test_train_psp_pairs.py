@@ -208,3 +208,25 @@ def test_bad_training_pairs_are_one_line(data, tmp_path):
     _bad(["--task", "sketch", "--arch", "e4e", "--data", str(data["sketch"]), "-o", str(tmp_path / "r6")],
          "--arch psp")
     assert not any((tmp_path / f"r{i}").exists() for i in range(1, 7))
+
+
+def test_a_label_encoder_starts_with_a_random_input_layer_as_psp(tmp_path):
+    """From the IR-SE50 backbone a sketch or label encoder takes the body only (pSp's load_weights drops
+    input_layer.* when label_nc != 0); a photo task takes the input layer too."""
+    from sgtool.models.encoders.sg2_encoders import GradualStyleEncoder
+    from sgtool.pipelines.train_encoder.pretrained import load_backbone
+
+    torch.manual_seed(0)
+    backbone = GradualStyleEncoder(10, input_nc=3, width=0.0625, style_dim=32, input_size=64).state_dict()
+    backbone = {k: v for k, v in backbone.items() if k.startswith(("input_layer.", "body."))}
+    torch.save(backbone, tmp_path / "irse.pt")
+    for task, folder, input_nc in (("sketch", tmp_path, 1), ("segmentation", tmp_path, CLASSES),
+                                   ("toonify", tmp_path, 3)):
+        settings = _settings(task, folder, backbone_weights=str(tmp_path / "irse.pt"))
+        encoder = GradualStyleEncoder(10, input_nc=input_nc, width=0.0625, style_dim=32, input_size=64)
+        before = {k: v.clone() for k, v in encoder.state_dict().items()}
+        load_backbone(encoder, settings)
+        after = encoder.state_dict()
+        assert all(torch.equal(after[k], backbone[k]) for k in backbone if k.startswith("body."))
+        kept = all(torch.equal(after[k], before[k]) for k in before if k.startswith("input_layer."))
+        assert kept == (task != "toonify")
