@@ -24,6 +24,7 @@ from .commands.merge_manifests import merge_manifests
 from .commands.mix import mix
 from .commands.models import models_app
 from .commands.train_encoder import train_encoder
+from .commands.translate import translate
 from .commands.tune import tune
 from .commands.video import video
 
@@ -56,7 +57,8 @@ app = typer.Typer(
 # In the order of the workflow: align -> invert -> tune -> edit -> video / expand-fov, then the tools.
 WORKFLOW, TOOLS = "Workflow", "Models and tools"
 COMMANDS = [
-    ("align", align, WORKFLOW), ("invert", invert, WORKFLOW), ("tune", tune, WORKFLOW), ("edit", edit, WORKFLOW),
+    ("align", align, WORKFLOW), ("invert", invert, WORKFLOW), ("translate", translate, WORKFLOW),
+    ("tune", tune, WORKFLOW), ("edit", edit, WORKFLOW),
     ("mix", mix, WORKFLOW), ("directions", directions_app, WORKFLOW), ("video", video, WORKFLOW),
     ("expand-fov", expand_fov, WORKFLOW), ("train-encoder", train_encoder, WORKFLOW),
     ("generate", generate, TOOLS), ("info", info, TOOLS), ("convert", convert, TOOLS), ("models", models_app, TOOLS),

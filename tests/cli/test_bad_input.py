@@ -94,6 +94,7 @@ OUTPUT_COMMANDS = {
     "generate": lambda f: ["generate", "-n", str(f["gen"]), "--seeds", "0"],
     "align": lambda f: ["align", str(f["photo"])],
     "invert": lambda f: ["invert", str(f["photo"]), "-e", str(f["encoder"])],
+    "translate": lambda f: ["translate", str(f["photo"]), "-e", str(f["encoder"])],
     "tune": lambda f: ["tune", str(f["photo"]), "-n", str(f["gen"])],
     "edit": lambda f: ["edit", str(f["photo"].parent / "good_latent.npy"), "-n", str(f["gen"]), "--style",
                        "L0_36_32:0=1"],

@@ -7,6 +7,7 @@ from .commands import (AlignSettings, ConvertSettings, GenerateSettings, InfoSet
 from .common import ClipModelOptions, EditOptions, InversionOptions, Mask, Projector, Runtime, Smoothing
 from .edit import BoundarySettings, EditSettings, MixSettings, SefaSettings, StyleclipDirectionsSettings
 from .training import TrainEncoderSettings
+from .translate import TranslateSettings
 from .video import ClipOptions, ExpandFovSettings, VideoSettings
 
 # Command as typed -> its settings model (configs/<command with dashes>.yaml is generated from it).
@@ -15,7 +16,7 @@ COMMAND_SETTINGS: dict[str, type[Settings]] = {
     "invert": InvertSettings, "tune": TuneSettings, "edit": EditSettings, "mix": MixSettings,
     "directions sefa": SefaSettings, "directions boundary": BoundarySettings,
     "directions styleclip": StyleclipDirectionsSettings, "video": VideoSettings, "expand-fov": ExpandFovSettings,
-    "train-encoder": TrainEncoderSettings,
+    "train-encoder": TrainEncoderSettings, "translate": TranslateSettings,
 }
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "ConvertSettings", "EditOptions", "EditSettings", "ExpandFovSettings", "GenerateSettings", "InfoSettings",
     "InversionOptions", "InvertSettings", "Mask", "MixSettings", "Output", "Projector", "PtiOptions", "Renamed",
     "Runtime", "SefaSettings", "Settings", "Smoothing", "StyleclipDirectionsSettings", "TrainEncoderSettings",
-    "TuneSettings", "VideoSettings", "config_path", "defaults_yaml", "load_settings", "read_config_file",
+    "TranslateSettings", "TuneSettings", "VideoSettings", "config_path", "defaults_yaml", "load_settings",
+    "read_config_file",
 ]

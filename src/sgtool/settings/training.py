@@ -5,13 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from .base import Cli, Renamed
 from .commands import Outdir, outdir_field
-from .common import BackboneRef, EncoderRef, GeneratorRef, Runtime
+from .common import BackboneRef, EncoderRef, GeneratorRef, Runtime, checked_by
 
 ENCODER_ARCHS = ("restyle-psp", "restyle-e4e", "psp", "e4e", "hyperstyle", "sfe")
+ENCODER_TASKS = ("encode", "super-resolution", "sketch", "segmentation", "frontalization", "toonify", "inpainting")
+PAIRED_TASKS = ("sketch", "segmentation", "toonify")  # only from --data PAIRS (frontalization: pairs or photos)
+MAX_FACTOR = 64
+
+
+def _parse_factors(text: str) -> list[int]:
+    try:
+        factors = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ValueError("give comma-separated integers such as 1,2,4,8") from None
+    if not factors or min(factors) < 1 or max(factors) > MAX_FACTOR:
+        raise ValueError(f"factors must be between 1 and {MAX_FACTOR}")
+    return factors
+
+
 PROGRESSIVE_ARCHS = ("restyle-e4e", "e4e")
 HYPERSTYLE_DEFAULT_LAYERS = "0,2,3,5,6,8,9,11,12,14,15,17,18,20,21,23,24"
 
@@ -53,8 +68,19 @@ class TrainEncoderSettings(Runtime):
     layers_to_tune: Annotated[str, Cli()] = Field(HYPERSTYLE_DEFAULT_LAYERS, description="hyperstyle: generator "
                                                   "layers to predict offsets for (indices past the generator's "
                                                   "are ignored; to-RGB layers allowed)")
+    task: Annotated[Literal[ENCODER_TASKS], Cli()] = Field(
+        "encode", description="encode (invert photos) or, with --arch psp, an image-to-image task: sketch, "
+        "segmentation, toonify (from --data PAIRS: source/ and target/ subfolders, files paired by name), "
+        "frontalization (pairs, or photos as pSp: the source flipped apart from the target), super-resolution "
+        "(targets degraded by one of --factors), inpainting (targets with random holes)")
+    factors: Annotated[str, AfterValidator(checked_by(_parse_factors)), Cli()] = Field(
+        "1,2,4,8,16,32", description="super-resolution: downsampling factors, one drawn per image (pSp's "
+        "--resize_factors)")
+    classes: Annotated[int, Cli()] = Field(19, ge=2, le=256, description="segmentation: classes of the label maps "
+                                           "(8-bit class ids 0..N-1; CelebAMask-HQ: 19; pSp's --label_nc)")
     data: Annotated[Path | None, Cli()] = Field(None, description="folder of aligned square images (sgtool align "
-                                                "output works as is)")
+                                                "output works as is); paired tasks: a folder holding source/ and "
+                                                "target/")
     test_data: Annotated[Path | None, Cli()] = Field(None, description="held-out folder (null: test_fraction of "
                                                      "--data)")
     test_fraction: float = Field(0.05, gt=0, lt=1, description="share of --data held out when no --test-data")
@@ -116,6 +142,10 @@ class TrainEncoderSettings(Runtime):
                                         "synthetic latents")
 
     @property
+    def factor_list(self) -> list[int]:
+        return _parse_factors(self.factors)
+
+    @property
     def encoder_backbone(self) -> str:
         """--backbone, or the arch's own when it is not given."""
         return self.backbone or {"hyperstyle": "resnet34", "sfe": "iresnet50"}.get(self.arch, "ir-se50")
@@ -137,6 +167,14 @@ class TrainEncoderSettings(Runtime):
         if self.width != 1 and self.backbone_init == "pretrained":
             raise ValueError(f"--width {self.width}: the released backbones are full width; train a narrower encoder "
                              "with --backbone-init random")
+        if self.task != "encode" and self.arch != "psp":
+            raise ValueError(f"--task {self.task} trains pSp's image-to-image encoder: use --arch psp")
+        if self.task in PAIRED_TASKS and self.synthetic:
+            raise ValueError(f"--task {self.task} learns from paired files: pass --data PAIRS (a folder holding "
+                             "source/ and target/, files paired by name) instead of --synthetic")
+        if self.task == "super-resolution" and 3 * max(_parse_factors(self.factors)) // 2 >= self.input_size:
+            raise ValueError(f"--factors {self.factors}: the largest factor's padding (3f/2) leaves the "
+                             f"{self.input_size} px input; use factors below {(2 * self.input_size + 2) // 3}")
         if self.input_size & (self.input_size - 1):
             raise ValueError("input_size must be a power of two")
         return self

@@ -304,7 +304,7 @@ def build_sg2_inverter(ckpt: EncoderCheckpoint, device="cpu", network=None) -> S
     first = ckpt.state_dict.get("encoder.input_layer.0.weight")
     if first is not None and first.shape[1] != 3:
         raise CheckpointError(f"{ckpt.path}: this encoder reads {first.shape[1]}-channel inputs (a conditional "
-                              "pSp task), not RGB photos")
+                              "pSp task), not RGB photos; run it with `sgtool translate`")
     # The generator first: a mismatch is reported before the (slow) backbone is built.
     # pSp / e4e also encode into StyleGAN3's W+ (sgtool's trainer writes those with an NVIDIA-layout decoder).
     generator = resolve_generator(ckpt, network, _style_count(ckpt.part("encoder")), kinds=("stylegan2", "stylegan3"))

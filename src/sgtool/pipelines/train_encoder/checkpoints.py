@@ -22,6 +22,7 @@ from ...models.formats import torch_load
 from ...models.rosinality import export_rosinality
 from ...settings import TrainEncoderSettings
 from ...utils.io import atomic_path
+from .image_tasks import run_task, task_record
 from .sfe import editor_phase_steps
 from .tasks import ENCODER_TYPES
 
@@ -62,10 +63,14 @@ def reference_opts(settings: TrainEncoderSettings, generator, network: str, w_en
             opts.update(e4e, truncation_psi=1)
         return opts
     if s.arch == "psp":
-        return dict(base, input_nc=3, label_nc=0, output_size=int(generator.img_resolution),
-                    start_from_latent_avg=True, learn_in_w=False, w_norm_lambda=s.w_norm_weight,
-                    lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco, use_wandb=False, resize_factors=None,
-                    n_styles=generator.num_ws)
+        # pSp's dataset_type picks its inference transform, label_nc / input_nc what the encoder reads (translate
+        # reads them too).
+        task = run_task(s)
+        return dict(base, dataset_type=task.dataset_type, input_nc=task.input_nc, label_nc=task.label_nc,
+                    resize_factors=s.factors if s.task == "super-resolution" else None,
+                    output_size=int(generator.img_resolution), start_from_latent_avg=True, learn_in_w=False,
+                    w_norm_lambda=s.w_norm_weight, lpips_lambda_crop=0, l2_lambda_crop=0, moco_lambda=moco,
+                    use_wandb=False, n_styles=generator.num_ws)
     if s.arch == "e4e":
         return dict(base, start_from_latent_avg=True, lpips_type="alex", stylegan_size=int(generator.img_resolution),
                     keep_optimizer=False, **e4e)
@@ -114,7 +119,8 @@ def checkpoint_dict(task, settings: TrainEncoderSettings, generator, decoder: di
     return {"state_dict": state, "opts": opts, "latent_avg": latent_avg.clone(), "global_step": step,
             "best_val_loss": best,
             "sgtool": {"format": FORMAT, "arch": arch, "settings": settings.model_dump(mode="json"),
-                       "step": step, **train_state}}
+                       **({"task": task_record(settings)} if settings.arch == "psp" else {}), "step": step,
+                       **train_state}}
 
 
 def save_checkpoint(data: dict, path: Path) -> Path:

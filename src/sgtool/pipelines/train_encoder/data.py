@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from ...errors import SgtoolError
 from ..shared.render import synthesize
+from ..translate.inputs import bicubic_downsample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RETRIES = 10  # neighbours tried in place of a file that fails to decode during training
@@ -83,7 +84,7 @@ def split_files(files: list[Path], fraction: float, seed: int) -> tuple[list[Pat
     return [f for f in files if f not in held], test
 
 
-def _flip(seed: int, epoch: int, index: int) -> bool:
+def draw_flip(seed: int, epoch: int, index: int) -> bool:
     return zlib.crc32(f"{seed}:{epoch}:{index}".encode()) & 1 == 1
 
 
@@ -118,7 +119,7 @@ class FolderImages(Dataset):
                 failed += 1
         else:
             raise SgtoolError(f"{RETRIES} images in a row failed to decode near {self.files[index]}; check the files")
-        if self.flip and _flip(self.seed, self.epoch, index):
+        if self.flip and draw_flip(self.seed, self.epoch, index):
             tensor = tensor.flip(-1)
         return {"image": tensor, "index": index, "failed": failed}
 
@@ -188,3 +189,21 @@ class GlobalBatchSampler(DistributedSampler):
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.accum * self.micro
 
+
+
+def draw_factor(factors: list[int], seed: int, index: int, epoch: int) -> int:
+    """The super-resolution factor of image `index` in `epoch`: drawn from its own stream, so every process count
+    and every resumption degrades an image the same way."""
+    return factors[zlib.crc32(f"{seed}:{epoch}:{index}:factor".encode()) % len(factors)]
+
+
+def degrade_batch(images: torch.Tensor, factors: list[int]) -> torch.Tensor:
+    """pSp's super-resolution input for each target [-1, 1]: its bicubic downsampling by the image's factor,
+    truncated to 8 bits, upsampled back bilinearly (what `sgtool translate --factor` feeds the encoder)."""
+    size = images.shape[-2:]
+    out = []
+    for image, factor in zip((images + 1) / 2, factors):
+        low = bicubic_downsample(image[None].float(), int(factor)).clamp(0, 1)
+        low = torch.floor(low * 255) / 255
+        out.append(torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False))
+    return torch.cat(out) * 2 - 1

@@ -50,10 +50,13 @@ def load_backbone(encoder: nn.Module, settings: TrainEncoderSettings) -> str:
     elif "input_layer.0.weight" in ours:  # IR-SE
         if "input_layer.0.weight" not in state:
             raise CheckpointError(f"{path} is not an ArcFace IR-SE50 state dict (no input_layer.0.weight)")
-        picked = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body.")) and k in ours}
-        conv = ours["input_layer.0.weight"].clone()
-        conv[:, :3] = state["input_layer.0.weight"]
-        picked["input_layer.0.weight"] = conv
+        # As pSp, a sketch or label-map encoder keeps its whole input layer random.
+        parts = ("body.",) if settings.task in ("sketch", "segmentation") else ("input_layer.", "body.")
+        picked = {k: v for k, v in state.items() if k.startswith(parts) and k in ours}
+        if "input_layer.0.weight" in picked:
+            conv = ours["input_layer.0.weight"].clone()
+            conv[:, :3] = state["input_layer.0.weight"]
+            picked["input_layer.0.weight"] = conv
     else:  # ResNet-34 body from torchvision's layerL.B names
         if "layer1.0.conv1.weight" not in state:
             raise CheckpointError(f"{path} is not a torchvision ResNet-34 state dict (no layer1.0.conv1.weight)")

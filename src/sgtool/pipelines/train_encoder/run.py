@@ -31,6 +31,7 @@ from ..shared.memory import available_memory, recomputable_bytes
 from . import checkpoints as ckpts
 from .data import FolderImages, GlobalBatchSampler, SyntheticLatents, render_targets, scan_folder, split_files
 from .distributed import Dist, average_gradients, convert_batch_norms, setup, teardown
+from .image_tasks import encoder_source, grid_inputs, paired_datasets, uses_pairs
 from .objectives import LatentPool, Objectives, identity_model, make_discriminator
 from .optim import make_optimizer
 from .pretrained import load_backbone
@@ -114,7 +115,9 @@ class Trainer:
 
     def _data(self):
         s, ctx = self.s, self.ctx
-        if s.synthetic:
+        if uses_pairs(s):
+            train, test, self.counts = paired_datasets(s)
+        elif s.synthetic:
             train, test = SyntheticLatents(s.synthetic_size), SyntheticLatents(s.test_images, SYNTHETIC_TEST_OFFSET)
             self.counts = {"train": len(train), "test": len(test), "unreadable": 0}
         else:
@@ -177,13 +180,16 @@ class Trainer:
         return state
 
     # ---- batches
-    def _batch(self, raw: dict) -> Batch:
+    def _batch(self, raw: dict, epoch: int = 0) -> Batch:
         device = self.ctx.device
         if self.s.synthetic:
             images, ws = render_targets(self.generator, raw["index"], self.s.seed, self.s.truncation,
                                         self.s.input_size, device)
-            return Batch(x=images, latents=ws)
-        return Batch(x=raw["image"].to(device, non_blocking=True))
+            batch = Batch(x=images, latents=ws)
+        else:
+            batch = Batch(x=raw["image"].to(device, non_blocking=True))
+        batch.source = encoder_source(self.s, raw, batch.x, epoch)
+        return batch
 
     def _sync(self, final_micro: bool):
         def sync(final_iteration: bool):
@@ -232,7 +238,7 @@ class Trainer:
         last_codes = None
         for m, raw in enumerate(micro_batches):
             self.bad_files += int(raw["failed"].sum())
-            batch = self._batch(raw)
+            batch = self._batch(raw, epoch=self.sampler.epoch)
             results = self.task.run(self.model, batch, train=True, sync=self._sync(m == len(micro_batches) - 1))
             for k, v in results[-1].losses.items():
                 logs[k] = logs.get(k, 0.0) + v / len(micro_batches)
@@ -274,7 +280,7 @@ class Trainer:
             count += n
             if len(grid) < s.grid_images:
                 for i in range(min(n, s.grid_images - len(grid))):
-                    grid.append([batch.x[i]] + [r.images[i] for r in results])
+                    grid.append(grid_inputs(s, batch, i) + [r.images[i] for r in results])
         self.model.train()
         metrics = {k: v / count for k, v in sums.items()}
         self.last_grid = grid

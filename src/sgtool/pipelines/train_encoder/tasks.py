@@ -22,6 +22,7 @@ from ...models.encoders.hyperstyle import build_hypernet, generator_layers, synt
 from ...models.encoders.sg2_encoders import Encoder4Editing, GradualStyleEncoder
 from ...settings import TrainEncoderSettings
 from ..shared.render import synthesize
+from .image_tasks import run_task
 
 ENCODER_TYPES = {  # (arch, backbone) -> the reference's encoder_type
     ("restyle-psp", "ir-se50"): "BackboneEncoder", ("restyle-psp", "resnet34"): "ResNetBackboneEncoder",
@@ -41,7 +42,8 @@ class IterationResult:
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # encoder input [B, 3, S, S] in [-1, 1]
+    x: torch.Tensor  # the target [B, 3, S, S] in [-1, 1] (and the encoder input when there is no source)
+    source: torch.Tensor | None = None  # an image-to-image task's encoder input (a sketch, labels, a degraded x...)
     latents: torch.Tensor | None = None  # known W+ of synthetic images
     id_target: torch.Tensor | None = None  # the identity net's embedding of x, computed once per batch
 
@@ -90,8 +92,9 @@ def build_encoder(settings: TrainEncoderSettings, generator, tuned: list[int] | 
     if settings.arch.startswith("restyle"):
         cls = RESTYLE_ENCODERS[encoder_type][1]
         return cls(n_styles=generator.num_ws, input_nc=6, **common)
-    cls = Encoder4Editing if settings.arch == "e4e" else GradualStyleEncoder
-    return cls(generator.num_ws, input_nc=3, **common)
+    if settings.arch == "e4e":
+        return Encoder4Editing(generator.num_ws, input_nc=3, **common)
+    return GradualStyleEncoder(generator.num_ws, input_nc=run_task(settings).input_nc, **common)
 
 
 def render(generator, codes: torch.Tensor, deltas: dict | None = None) -> torch.Tensor:
@@ -170,7 +173,7 @@ class EncoderTask:
             return results
         if self.settings.arch in ("psp", "e4e"):
             with sync(True), torch.set_grad_enabled(train):
-                codes = model(x) + self.latent_avg
+                codes = model(x if batch.source is None else batch.source) + self.latent_avg
                 y_hat = face_pool(render(self.generator, codes), self.size)
                 loss, logs = self.losses(y_hat, x, codes, batch, task=self)
                 if train:
