@@ -59,7 +59,12 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     Inputs are latent files, or photos (edited whole), or a folder an earlier photo run wrote (its photos
     again, with its models and inversion settings unless `given_keys`, the settings given now, say otherwise).
     """
-    if not (settings.edits or settings.styles or settings.texts or settings.sweep):
+    if settings.crossover:
+        from .crossover import check_crossover
+
+        check_crossover([Path(path) for path in latents], settings)
+        return EditPlan("crossover", settings, photos=[Path(path) for path in latents])
+    if not (settings.edits or settings.styles or settings.texts or settings.sweep or settings.scribble):
         raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style LAYER:CHANNEL=STRENGTH, --text PROMPT "
                           "or --sweep NAME=START:STOP:COUNT (style mixing is `sgtool mix`; finding directions "
                           "is `sgtool directions`)")
@@ -109,6 +114,10 @@ def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dic
     """Edit the planned latent files or photos; returns the summary also written to OUTDIR (edits.json).
     `generator`: an already loaded network instead of settings.network."""
     settings = plan.settings
+    if plan.task == "crossover":
+        from .crossover import run_crossover
+
+        return run_crossover(plan.photos, settings, reporter, generator)
     prompts = encode_prompts(settings)  # missing CLIP files fail before any generator loads
     if plan.task == "photo":
         from ..invert.run import load_models
@@ -206,7 +215,7 @@ class _LatentFileEditor:
             written = self._write_feature_edit(ws, stem, saved)
             record.update(written, feature_space=True)
             return {**record, "outputs": [*outputs, *written.values()]}
-        if request.edits or request.style_edits or request.texts is not None:
+        if request.edits or request.style_edits or request.texts is not None or settings.scribble is not None:
             written = self._write_edited(ws, stem, transform)
             record.update(written)
             outputs += written.values()
@@ -274,6 +283,10 @@ class _LatentFileEditor:
 
     def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
         request = self.request
+        if self.settings.region is not None or self.settings.scribble is not None:
+            from .local import write_local_edit
+
+            return write_local_edit(self.generator, ws, request, self.settings, self.outdir / stem, transform)
         images, code = edit_and_render(self.generator, ws, request, transform)
         base = self.outdir / f"{stem}_{request.label}"
         written = {"image": str(save_image(to_uint8(images)[0], f"{base}.png"))}

@@ -104,7 +104,7 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
             lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75,
             regularize_noise_weight: float = 1e5,
             w_avg_samples: int = 10_000, precision: str = "fp32", mask=None, noise_steps: int = 0,
-            noise_learning_rate: float = 0.1,
+            noise_learning_rate: float = 0.1, fixed_noise: bool = False,
             callback: Callable[[ProjectionStep], bool | None] | None = None) -> ProjectionResult:
     """Find the latent whose render matches `target` ([3, H, W] in [-1, 1], resized to G's resolution).
 
@@ -115,7 +115,8 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
     noise draw and the same factor would perturb the image far more (and slows convergence).
     `precision` bf16 (or auto) renders and scores in bfloat16 where the device supports it, as PTI does.
     `mask` ([H, W], 1 where the target is matched, 0 where it is unknown) weighs both losses; `noise_steps`
-    then fits StyleGAN2's noise maps that many steps (W+N, returned in `noise`).
+    then fits StyleGAN2's noise maps that many steps (W+N, returned in `noise`). `fixed_noise` keeps the
+    generator's own constant noise maps untouched, so the latent renders as it was scored (masked edits).
     """
     if space not in ("w", "w+"):
         raise SgtoolError(f"--space must be w or w+, got {space!r}")
@@ -152,7 +153,8 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
             start_latent = start_latent.mean(dim=1, keepdim=True)
     w_opt = start_latent.detach().clone().requires_grad_(True)
 
-    noise_maps = [buf for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")]
+    noise_maps = [] if fixed_noise else [buf for name, buf in G.synthesis.named_buffers()
+                                         if name.endswith("noise_const")]
     with torch.no_grad():
         for buf in noise_maps:
             buf.copy_(torch.randn(buf.shape, generator=rng, device=device))
