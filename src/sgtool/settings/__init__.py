@@ -23,6 +23,7 @@ __all__ = [
     "COMMAND_SETTINGS", "AlignSettings", "BoundarySettings", "Checkpoint", "Cli", "ClipModelOptions", "ClipOptions",
     "ConvertSettings", "EditOptions", "EditSettings", "ExpandFovSettings", "GenerateSettings", "InfoSettings",
     "InversionOptions", "InvertSettings", "LocalOptions", "Mask", "MixSettings", "Output", "Projector", "PtiOptions",
-    "Renamed", "Runtime", "SefaSettings", "Settings", "Smoothing", "StyleclipDirectionsSettings", "TrainEncoderSettings",
-    "TuneSettings", "VideoSettings", "config_path", "defaults_yaml", "load_settings", "read_config_file",
+    "Renamed", "Runtime", "SefaSettings", "Settings", "Smoothing", "StyleclipDirectionsSettings",
+    "TrainEncoderSettings", "TuneSettings", "VideoSettings", "config_path", "defaults_yaml", "load_settings",
+    "read_config_file",
 ]

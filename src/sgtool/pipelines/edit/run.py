@@ -88,6 +88,9 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if photos:
         if len(photos) != len(files):
             raise SgtoolError("give photos or latent files, not both, in one call")
+        if settings.region is not None or settings.scribble is not None:
+            raise SgtoolError("--region and --scribble edit latent files (their renders' pixels): run sgtool invert "
+                              "on the photo first and edit its NAME_latent.npy")
         if not settings.encoder and (settings.invert.method != "optimize" or settings.network is None):
             raise SgtoolError("photo inputs are inverted first: pass --encoder (a ReStyle, pSp, e4e or HyperStyle "
                               "checkpoint or registry name), or --method optimize with --network")

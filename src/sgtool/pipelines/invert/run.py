@@ -142,7 +142,8 @@ def invert_target(target: torch.Tensor, method: str, generator=None, encoder=Non
         adjusted = results[-1].adjusted_generator(0) if method == "hyperstyle" else None
     losses, diverged_at, noise = [], None, None
     if mask is not None and method in ENCODER_METHODS:
-        raise SgtoolError(f"a mask weighs the projection's losses: use it with --method optimize or hybrid, not {method}")
+        raise SgtoolError(f"a mask weighs the projection's losses: use it with --method optimize or hybrid, not "
+                          f"{method}")
     if method not in ENCODER_METHODS:
         result = project(generator, target, num_steps=num_steps, space=space, init_latent=init, l2_weight=l2_weight,
                          lpips_model=lpips_model, seed=seed, callback=callback, mask=mask,
