@@ -38,6 +38,8 @@ def edit(settings: EditSettings, run: Run,
 
 def _message(plan: EditPlan, summary: dict) -> str:
     out = Path(plan.settings.outdir)
+    if plan.task == "crossover":
+        return f"crossover of {summary['a']} and {summary['b']}: {summary['latent']} and {summary['image']}"
     counts, record = summary["counts"], record_file(summary, "edits.json")
     if plan.task == "photo":
         return f"edited {counts['ok']} photo(s) into {out}/ ({counts['failed']} failed; record in {record})"

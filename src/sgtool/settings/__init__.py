@@ -5,7 +5,8 @@ from .base import (Checkpoint, Cli, Output, Renamed, Settings, config_path, defa
 from .commands import (AlignSettings, ConvertSettings, GenerateSettings, InfoSettings, InvertSettings, PtiOptions,
                        TuneSettings)
 from .common import ClipModelOptions, EditOptions, InversionOptions, Mask, Projector, Runtime, Smoothing
-from .edit import BoundarySettings, EditSettings, MixSettings, SefaSettings, StyleclipDirectionsSettings
+from .edit import (BoundarySettings, EditSettings, LocalOptions, MixSettings, SefaSettings,
+                   StyleclipDirectionsSettings)
 from .training import TrainEncoderSettings
 from .translate import TranslateSettings
 from .video import ClipOptions, ExpandFovSettings, VideoSettings
@@ -22,8 +23,8 @@ COMMAND_SETTINGS: dict[str, type[Settings]] = {
 __all__ = [
     "COMMAND_SETTINGS", "AlignSettings", "BoundarySettings", "Checkpoint", "Cli", "ClipModelOptions", "ClipOptions",
     "ConvertSettings", "EditOptions", "EditSettings", "ExpandFovSettings", "GenerateSettings", "InfoSettings",
-    "InversionOptions", "InvertSettings", "Mask", "MixSettings", "Output", "Projector", "PtiOptions", "Renamed",
-    "Runtime", "SefaSettings", "Settings", "Smoothing", "StyleclipDirectionsSettings", "TrainEncoderSettings",
-    "TranslateSettings", "TuneSettings", "VideoSettings", "config_path", "defaults_yaml", "load_settings",
-    "read_config_file",
+    "InversionOptions", "InvertSettings", "LocalOptions", "Mask", "MixSettings", "Output", "Projector", "PtiOptions",
+    "Renamed", "Runtime", "SefaSettings", "Settings", "Smoothing", "StyleclipDirectionsSettings",
+    "TrainEncoderSettings", "TranslateSettings", "TuneSettings", "VideoSettings", "config_path", "defaults_yaml",
+    "load_settings", "read_config_file",
 ]

@@ -123,11 +123,18 @@ class InvertSettings(InversionOptions, Runtime):
     metrics_lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone of --metrics")
     id_model: Annotated[BackboneRef, Cli()] = Field(None, description="ArcFace IR-SE50 weights for identity "
                                                     "similarity (model_ir_se50.pth or arcface-ir-se50)")
+    mask: Annotated[Path | None, Cli()] = Field(None, description="masked projection (optimize / hybrid): a "
+                                                "grayscale image, white where the photo is matched, black where "
+                                                "it is unknown and filled; soft values weigh pixels")
+
+    cli_nested: ClassVar = {"projector.noise_steps": Cli("--noise-steps")}
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.save_video and self.method in ("encoder", "hyperstyle"):
             raise ValueError("save_video records the optimisation: use it with --method optimize or hybrid")
+        if self.mask is not None and self.method in ("encoder", "hyperstyle"):
+            raise ValueError("a mask weighs the projection's losses: use it with --method optimize or hybrid")
         return self
 
 

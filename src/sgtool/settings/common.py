@@ -128,6 +128,10 @@ class Projector(Settings):
     lr_rampup_length: float = Field(0.05, ge=0, le=1, description="fraction of the run the learning rate ramps up")
     lr_rampdown_length: float = Field(0.25, gt=0, le=1, description="fraction of the run it ramps down")
     regularize_noise_weight: float = Field(1e5, ge=0, description="StyleGAN2 noise-map regulariser weight")
+    noise_steps: int = Field(0, ge=0, le=100_000, description="W+N (Image2StyleGAN++, StyleGAN2 only): then fit "
+                             "the noise maps this many steps by MSE, the latent held (sgtool invert writes them "
+                             "as NAME_noise.safetensors and renders with them)")
+    noise_learning_rate: float = Field(0.1, gt=0, le=10, description="Adam learning rate of those noise steps")
     w_avg_samples: int | None = Field(None, ge=1, le=1_000_000, description="mapped samples for the mean and "
                                       "spread of w (null: the recipe's)")
     precision: Literal["fp32", "bf16", "auto"] = Field(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .base import Cli, Renamed, Settings
 from .commands import SEED_LIMIT, Outdir, PtiOptions, outdir_field, parse_seeds
@@ -46,6 +46,20 @@ StrengthRange = Annotated[tuple[float, float, int], BeforeValidator(_strength_ra
 Seeds = Annotated[str | None, AfterValidator(checked_by(parse_seeds))]
 
 
+class LocalOptions(Settings):
+    """The masked optimisation behind --crossover, --region and --scribble (Image2StyleGAN++)."""
+
+    steps: int = Field(100, ge=1, le=100_000, description="optimisation steps")
+    learning_rate: float = Field(0.03, gt=0, le=10, description="peak Adam learning rate (it starts next to the "
+                                 "answer, as hybrid inversion does)")
+    l2_weight: float = Field(1.0, ge=0, description="pixel MSE weight added to LPIPS-VGG")
+    feather: float = Field(0.02, ge=0, le=0.5, description="blur of the region's edge (Gaussian sigma, a fraction "
+                           "of the image side): the seam is matched as a cross-fade")
+    w_avg_samples: int = Field(10_000, ge=1, le=1_000_000, description="mapped samples for w_avg (a crossover's "
+                               "start without an encoder)")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of the optimisation")
+
+
 class EditSettings(EditOptions, Runtime):
     network: Annotated[GeneratorRef, Cli(short="-n")] = Field(None, description="generator the latents belong to, "
                                                               "a tuned one too (photos with --encoder: its decoder)")
@@ -80,11 +94,34 @@ class EditSettings(EditOptions, Runtime):
                                                "deviations or raw values")
     style_std_samples: int = Field(2000, ge=10, le=1_000_000, description="samples used to measure those stds")
     batch_size: int = Field(8, ge=1, le=1024, description="images rendered per pass in sweeps")
+    crossover: Annotated[bool, Cli()] = Field(False, description="two inputs A B (images or latents) -> one "
+                                              "latent rendering A under --mask and B elsewhere")
+    crossover_mask: Annotated[Path | None, Cli("--mask")] = Field(None, description="--crossover: grayscale "
+                                                                  "image, white where A is taken")
+    region: Annotated[Path | None, Cli()] = Field(None, description="edit only here: grayscale image over the "
+                                                  "render, white where the edit applies; outside keeps the "
+                                                  "unedited render (masked optimisation of the edited latent)")
+    scribble: Annotated[Path | None, Cli()] = Field(None, description="a copy of the latent's render with strokes "
+                                                    "painted on: the strokes made real, the rest kept")
+    local: LocalOptions = Field(default_factory=LocalOptions, description="masked optimisation of --crossover, "
+                                "--region and --scribble")
     feature_edits: bool = Field(True, description="latents inverted by a feature-space encoder (StyleFeatureEditor: "
                                 "NAME_features.safetensors beside them) are edited through its feature editor; false: "
                                 "their W+ code only, as any latent")
 
-    cli_nested: ClassVar = {"invert.method": Cli("--method", short="-m")}
+    cli_nested: ClassVar = {"invert.method": Cli("--method", short="-m"), "local.steps": Cli("--local-steps")}
+
+    @model_validator(mode="after")
+    def _masked_edits(self):
+        edits = self.edits or self.styles or self.texts
+        if (self.crossover or self.scribble is not None) and (edits or self.sweep):
+            raise ValueError("--crossover and --scribble make a latent of their own: give --edit, --style, --text "
+                             "or --sweep in a later edit of it")
+        if self.crossover_mask is not None and not self.crossover:
+            raise ValueError("--mask is the region of --crossover; a local edit takes --region")
+        if self.region is not None and (self.scribble is not None or self.sweep or not edits):
+            raise ValueError("--region confines --edit, --style or --text edits (not sweeps or scribbles)")
+        return self
 
 
 class MixSettings(Runtime):

@@ -59,7 +59,12 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     Inputs are latent files, or photos (edited whole), or a folder an earlier photo run wrote (its photos
     again, with its models and inversion settings unless `given_keys`, the settings given now, say otherwise).
     """
-    if not (settings.edits or settings.styles or settings.texts or settings.sweep):
+    if settings.crossover:
+        from .crossover import check_crossover
+
+        check_crossover([Path(path) for path in latents], settings)
+        return EditPlan("crossover", settings, photos=[Path(path) for path in latents])
+    if not (settings.edits or settings.styles or settings.texts or settings.sweep or settings.scribble):
         raise SgtoolError("nothing to do: give --edit NAME=STRENGTH, --style LAYER:CHANNEL=STRENGTH, --text PROMPT "
                           "or --sweep NAME=START:STOP:COUNT (style mixing is `sgtool mix`; finding directions "
                           "is `sgtool directions`)")
@@ -83,6 +88,9 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if photos:
         if len(photos) != len(files):
             raise SgtoolError("give photos or latent files, not both, in one call")
+        if settings.region is not None or settings.scribble is not None:
+            raise SgtoolError("--region and --scribble edit latent files (their renders' pixels): run sgtool invert "
+                              "on the photo first and edit its NAME_latent.npy")
         if not settings.encoder and (settings.invert.method != "optimize" or settings.network is None):
             raise SgtoolError("photo inputs are inverted first: pass --encoder (a ReStyle, pSp, e4e or HyperStyle "
                               "checkpoint or registry name), or --method optimize with --network")
@@ -109,6 +117,10 @@ def run_edit(plan: EditPlan, reporter: Reporter = SILENT, generator=None) -> dic
     """Edit the planned latent files or photos; returns the summary also written to OUTDIR (edits.json).
     `generator`: an already loaded network instead of settings.network."""
     settings = plan.settings
+    if plan.task == "crossover":
+        from .crossover import run_crossover
+
+        return run_crossover(plan.photos, settings, reporter, generator)
     prompts = encode_prompts(settings)  # missing CLIP files fail before any generator loads
     if plan.task == "photo":
         from ..invert.run import load_models
@@ -204,7 +216,7 @@ class _LatentFileEditor:
         saved = self._saved_features(item) if key is None else None
         if saved is not None:
             record["feature_space"] = True
-        if request.edits or request.style_edits or request.texts is not None:
+        if request.edits or request.style_edits or request.texts is not None or settings.scribble is not None:
             written = self._write_feature_edit(ws, stem, saved) if saved is not None else \
                 self._write_edited(ws, stem, transform)
             record.update(written)
@@ -241,6 +253,9 @@ class _LatentFileEditor:
             return None
         from ...models.encoders.sfe import read_features
 
+        if self.settings.region is not None or self.settings.scribble is not None:
+            raise SgtoolError(f"{path}: --region and --scribble optimise the W+ code under masked losses, which a "
+                              "feature-space inversion's features cannot follow; add --set feature_edits=false")
         return read_features(path, self.generator)
 
     def _feature_edit(self, ws: torch.Tensor, saved, request: EditRequest):
@@ -277,6 +292,10 @@ class _LatentFileEditor:
 
     def _write_edited(self, ws: torch.Tensor, stem: str, transform) -> dict[str, str]:
         request = self.request
+        if self.settings.region is not None or self.settings.scribble is not None:
+            from .local import write_local_edit
+
+            return write_local_edit(self.generator, ws, request, self.settings, self.outdir / stem, transform)
         images, code = edit_and_render(self.generator, ws, request, transform)
         base = self.outdir / f"{stem}_{request.label}"
         written = {"image": str(save_image(to_uint8(images)[0], f"{base}.png"))}

@@ -6,6 +6,10 @@ ramp-down and a short linear ramp-up, Gaussian noise on the latent that fades ou
 white noise by a multi-scale autocorrelation penalty and renormalised after every step.
 The perceptual distance is LPIPS-VGG from the `lpips` package; `l2_weight` adds pixel MSE.
 
+Masked inversion (Image2StyleGAN++): with a `mask`, both losses only see where it is white, so the generator
+fills the rest; `noise_steps` adds its second stage (W+N), the StyleGAN2 noise maps fitted by MSE under the
+mask with the latent held.
+
 Starting points: w_avg (estimated from 10 000 mapped z as NVIDIA does) or a given W+ latent
 (the encoder's, for hybrid inversion). The caller's generator is never modified.
 """
@@ -23,6 +27,8 @@ from torch.nn import functional as F
 
 from ...device import autocast, resolve_precision
 from ...errors import SgtoolError
+from .masks import mask_weights, masked_mse
+from .noise import fit_noise
 
 LPIPS_SIZE = 256
 
@@ -35,6 +41,7 @@ class ProjectionResult:
     seconds: float
     stopped_early: bool = False
     diverged_at: int | None = None  # the step whose loss or gradient was not finite (the latent before it is kept)
+    noise: dict[str, torch.Tensor] | None = None  # W+N: the fitted noise maps by buffer name (render with them)
 
 
 @dataclass
@@ -96,7 +103,8 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
             initial_learning_rate: float | None = None, initial_noise_factor: float | None = None,
             lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75,
             regularize_noise_weight: float = 1e5,
-            w_avg_samples: int = 10_000, precision: str = "fp32",
+            w_avg_samples: int = 10_000, precision: str = "fp32", mask=None, noise_steps: int = 0,
+            noise_learning_rate: float = 0.1, fixed_noise: bool = False,
             callback: Callable[[ProjectionStep], bool | None] | None = None) -> ProjectionResult:
     """Find the latent whose render matches `target` ([3, H, W] in [-1, 1], resized to G's resolution).
 
@@ -106,12 +114,18 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
     `initial_noise_factor` None: NVIDIA's 0.05 in W; 0.01 in W+, where every style gets its own
     noise draw and the same factor would perturb the image far more (and slows convergence).
     `precision` bf16 (or auto) renders and scores in bfloat16 where the device supports it, as PTI does.
+    `mask` ([H, W], 1 where the target is matched, 0 where it is unknown) weighs both losses; `noise_steps`
+    then fits StyleGAN2's noise maps that many steps (W+N, returned in `noise`). `fixed_noise` keeps the
+    generator's own constant noise maps untouched, so the latent renders as it was scored (masked edits).
     """
     if space not in ("w", "w+"):
         raise SgtoolError(f"--space must be w or w+, got {space!r}")
     if num_steps < 1:
         raise SgtoolError(f"--num-steps must be at least 1, got {num_steps}")
     device = next(G.parameters()).device
+    if noise_steps and G.kind != "stylegan2":
+        raise SgtoolError(f"projector.noise_steps (W+N) needs a StyleGAN2 generator: {G.kind} has no noise inputs; "
+                          "set it to 0")
     precision = resolve_precision(precision, device, setting="projector.precision")
     if lpips_model is None:
         from ...losses import load_lpips
@@ -125,7 +139,9 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
     G = copy.deepcopy(G).eval().requires_grad_(False)
     rng = torch.Generator(device=device).manual_seed(int(seed))
     target = _prepare_target(G, target, device)
-    target_lpips = _for_lpips(target)
+    weights = None if mask is None else mask_weights(mask, G.img_resolution, device)
+    # The masked perceptual loss compares the images with their unknown part blanked (Image2StyleGAN++).
+    target_lpips = _for_lpips(target if weights is None else target * weights)
 
     w_avg, w_std = w_statistics(G, w_avg_samples, device=device)
     num_ws = G.num_ws
@@ -137,7 +153,8 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
             start_latent = start_latent.mean(dim=1, keepdim=True)
     w_opt = start_latent.detach().clone().requires_grad_(True)
 
-    noise_maps = [buf for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")]
+    noise_maps = [] if fixed_noise else [buf for name, buf in G.synthesis.named_buffers()
+                                         if name.endswith("noise_const")]
     with torch.no_grad():
         for buf in noise_maps:
             buf.copy_(torch.randn(buf.shape, generator=rng, device=device))
@@ -163,10 +180,10 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
         ws = (w_opt + w_noise).expand(1, num_ws, G.w_dim)
         with autocast(precision, device):
             synth = G.synthesis(ws, **render_kwargs)
-            dist = lpips_model(_for_lpips(synth), target_lpips).float().sum()
+            dist = lpips_model(_for_lpips(synth if weights is None else synth * weights), target_lpips).float().sum()
         synth = synth.float()
         if l2_weight:
-            dist = dist + l2_weight * F.mse_loss(synth, target)
+            dist = dist + l2_weight * masked_mse(synth, target, weights)
         loss = dist + regularize_noise_weight * _noise_penalty(noise_maps) if noise_maps else dist
 
         optimizer.zero_grad(set_to_none=True)
@@ -190,5 +207,9 @@ def project(G, target: torch.Tensor, num_steps: int = 500, space: str = "w+", in
                 break
 
     latents = w_opt.detach().expand(1, num_ws, G.w_dim)[0].clone()
-    return ProjectionResult(latents=latents, losses=losses, distances=distances,
+    noise = None
+    if noise_steps and not stopped_early:
+        noise = fit_noise(G, latents, target, weights, noise_steps, noise_learning_rate, num_steps, losses,
+                          distances, callback, ProjectionStep)
+    return ProjectionResult(latents=latents, losses=losses, distances=distances, noise=noise,
                             seconds=time.perf_counter() - start, stopped_early=stopped_early, diverged_at=diverged_at)

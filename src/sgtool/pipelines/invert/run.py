@@ -31,6 +31,9 @@ from ...utils.batch import Shard
 from ...utils.io import image_grid, save_image, save_npy, to_uint8, write_json
 from ..shared.batch import Batch, Item, collect, earlier_items
 from ..shared.images import ENCODER_SIZE, encoder_input, generator_target, read_image, resized
+from .masks import check_photo_size, face_mask, read_mask, region_errors
+from .latents_dict import write_latents_dict
+from .noise import save_noise, with_noise
 from .project import ProjectionStep, project
 from ..shared.render import render
 from ..shared.transforms import unaligned_crops
@@ -105,18 +108,20 @@ class Inversion:
     features: dict[str, torch.Tensor] | None = None  # feature-space encoders (SFE): see InversionStep.features
     feature_layer: FeatureLayer | None = None  # where `features["features"]` goes in the generator
     diverged_at: int | None = None  # projection step whose loss was not finite (the latent before it is kept)
+    noise: dict[str, torch.Tensor] | None = None  # W+N: the fitted StyleGAN2 noise maps `latents` renders with
 
 
 def invert_target(target: torch.Tensor, method: str, generator=None, encoder=None, steps: int | None = None,
                   num_steps: int = 500, space: str = "w+", l2_weight: float = 1.0, seed: int = 0,
                   lpips_model=None, encoder_target: torch.Tensor | None = None,
                   callback: Callable[[ProjectionStep], bool | None] | None = None,
-                  projector: Projector | dict | None = None) -> Inversion:
+                  projector: Projector | dict | None = None, mask=None) -> Inversion:
     """Invert one aligned image `target` ([3, H, W] in [-1, 1]).
 
     encoder: ReStyle refinement steps; optimize: projection from w_avg; hybrid: projection from the
     encoder's final code. `encoder_target` is the encoder's 256x256 input when it should differ from
     a plain resize of `target`. `projector`: the schedule (a Projector, or a dict of its fields).
+    `mask` ([H, W] in [0, 1], optimize / hybrid): match `target` only where it is 1, fill where it is 0.
     """
     if method not in METHODS:
         raise SgtoolError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -135,17 +140,20 @@ def invert_target(target: torch.Tensor, method: str, generator=None, encoder=Non
         step_images = [r.images[0].detach().cpu() for r in results]
         init = step_latents[-1]
         adjusted = results[-1].adjusted_generator(0) if method == "hyperstyle" else None
-    losses, diverged_at = [], None
+    losses, diverged_at, noise = [], None, None
+    if mask is not None and method in ENCODER_METHODS:
+        raise SgtoolError(f"a mask weighs the projection's losses: use it with --method optimize or hybrid, not "
+                          f"{method}")
     if method not in ENCODER_METHODS:
         result = project(generator, target, num_steps=num_steps, space=space, init_latent=init, l2_weight=l2_weight,
-                         lpips_model=lpips_model, seed=seed, callback=callback,
+                         lpips_model=lpips_model, seed=seed, callback=callback, mask=mask,
                          **schedule.options(hybrid=method == "hybrid"))
         final = result.latents.detach().cpu()
-        losses, diverged_at = result.losses, result.diverged_at
+        losses, diverged_at, noise = result.losses, result.diverged_at, result.noise
         step_latents.append(final)
-        step_images.append(face_pool(render(generator, final[None]))[0].cpu())
+        step_images.append(face_pool(render(with_noise(generator, noise), final[None]))[0].cpu())
     return Inversion(latents=step_latents[-1], step_latents=step_latents, seconds=time.perf_counter() - start,
-                     losses=losses, step_images=step_images, generator=adjusted, diverged_at=diverged_at)
+                     losses=losses, step_images=step_images, generator=adjusted, diverged_at=diverged_at, noise=noise)
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -181,6 +189,9 @@ class Face:
     aligned: np.ndarray  # uint8 HxWx3
     inverse_transform: np.ndarray | None = None  # synthesis.input.transform of the unaligned render
     faces_found: int | None = None
+    quad: np.ndarray | None = None  # where the aligned face sits in the photo (None: the photo is the face)
+    photo_shape: tuple[int, ...] | None = None
+    mask: np.ndarray | None = None  # masked projection: [H, W] of `aligned`, 1 matched, 0 filled
 
 
 def prepare_face(path: Path, options: InversionOptions, generator) -> Face:
@@ -194,7 +205,7 @@ def prepare_face(path: Path, options: InversionOptions, generator) -> Face:
     if not faces:
         raise SgtoolError(f"{path}: no face found; pass --no-align if it is already an aligned crop")
     inverse = np.asarray(faces[0].inverse_transform, np.float32) if generator.kind == "stylegan3" else None
-    return Face(faces[0].aligned, inverse, len(faces))
+    return Face(faces[0].aligned, inverse, len(faces), quad=np.asarray(faces[0].quad), photo_shape=rgb.shape)
 
 
 def invert_faces(faces: list[Face], options: InversionOptions, encoder, generator, lpips_model=None,
@@ -219,7 +230,7 @@ def invert_faces(faces: list[Face], options: InversionOptions, encoder, generato
                           encoder=encoder, steps=options.encoder_steps, num_steps=options.project_steps,
                           space=options.space, l2_weight=options.l2_weight, seed=options.seed,
                           lpips_model=lpips_model, encoder_target=encoder_input(f.aligned) if encoder else None,
-                          callback=on_step, projector=options.projector) for f in faces]
+                          callback=on_step, projector=options.projector, mask=f.mask) for f in faces]
 
 
 def projection_lpips(options: InversionOptions, device):
@@ -252,6 +263,10 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
                                          need=f"--method {settings.method}")
     generator = generator if generator is not None else encoder.generator
     check_method(settings.method, encoder)
+    if settings.projector.noise_steps and generator.kind != "stylegan2":
+        raise SgtoolError(f"--noise-steps (W+N) needs a StyleGAN2 generator: {generator.kind} has no noise inputs; "
+                          "leave it at 0")
+    mask = read_mask(settings.mask) if settings.mask is not None else None
     outdir = Path(settings.outdir)
     batch = Batch("invert", _inputs(paths, reporter), outdir, shard, reporter)
     earlier = earlier_items(outdir / batch.file_name("invert.json"), settings.record(), batch.all_items,
@@ -261,7 +276,12 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
     latents: dict[str, list[np.ndarray]] = {}
 
     def prepare(item: Item) -> Face:
-        return prepare_face(item.source, settings, generator)
+        if mask is not None and settings.align:
+            check_photo_size(mask, settings.mask, item.source)
+        face = prepare_face(item.source, settings, generator)
+        if mask is not None:
+            face.mask = face_mask(mask, settings.mask, item.source, face, reporter.note)
+        return face
 
     def process(chunk: list[tuple[Item, Face]]) -> list[dict]:
         records = []
@@ -274,7 +294,7 @@ def invert_batch(paths, settings: InvertSettings, shard: Shard | None = None, re
     per_pass = settings.batch_size if settings.method in ENCODER_METHODS else 1
     report = batch.run_chunks(prepare, process, per_pass,
                               skip=(lambda item: _skip(item, outdir)) if settings.skip_existing else None)
-    latents_file = _write_latents_dict(outdir, latents, keep_existing=bool(report.of("skipped") or earlier),
+    latents_file = write_latents_dict(outdir, latents, keep_existing=bool(report.of("skipped") or earlier),
                                        shard=shard)
     metrics = None
     if evaluator is not None:
@@ -320,7 +340,7 @@ def _invert_chunk(chunk, settings: InvertSettings, encoder, generator, lpips_mod
     (item, face), = chunk
     writer = _video_writer(item, settings, generator, outdir) if settings.save_video else None
     target_frame = to_uint8(generator_target(face.aligned, generator.img_resolution)[None])[0]
-    reporter.start(f"projecting {item.source.name}", settings.project_steps)
+    reporter.start(f"projecting {item.source.name}", settings.project_steps + settings.projector.noise_steps)
 
     def on_step(step: ProjectionStep):
         if writer is not None:
@@ -376,8 +396,14 @@ def _write_outputs(item: Item, face: Face, inversion: Inversion, settings: Inver
         recon = render_with_feature(generator, latent[None], inversion.features["features"][None],
                                     inversion.feature_layer)
     else:
-        recon = render(generator, latent[None])
+        if inversion.noise is not None:  # W+N: the reconstruction is the latent with its fitted noise maps
+            outputs.append(save_noise(inversion.noise, outdir / f"{name}_noise.safetensors", item.source))
+            record["noise"] = str(outputs[-1])
+        recon = render(with_noise(generator, inversion.noise), latent[None])
     outputs.append(save_image(recon[0], outdir / f"{name}_recon.png"))
+    if face.mask is not None:
+        record["mask"] = {"file": str(settings.mask), **region_errors(
+            recon, generator_target(face.aligned, recon.shape[-1]), face.mask)}
     record["recon"] = str(outputs[-1])
     if face.inverse_transform is not None and inversion.features is not None:
         # F is the aligned crop's activation; another input transform would move the layers before it, not F.
@@ -420,24 +446,3 @@ class _Evaluator:
         values = compare_images(recon.cpu(), target, lpips_model=self.lpips, id_model=self.identity)[0]
         values["seconds"] = round(seconds, 4)
         return values
-
-
-def _write_latents_dict(outdir: Path, latents: dict[str, list[np.ndarray]], keep_existing: bool,
-                        shard: Shard | None) -> Path | None:
-    """One latents.npy for the run in stylegan3-editing's layout: file name -> list of per-step W+ codes."""
-    from ...utils.batch import shard_file_name
-
-    path = outdir / shard_file_name("latents.npy", shard)
-    if keep_existing and path.is_file():
-        from ...latents import load_npy
-
-        try:
-            previous = load_npy(path)
-        except SgtoolError:
-            previous = None
-        if isinstance(previous, dict):
-            latents = {**{str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in previous.items()},
-                       **latents}
-    if not latents:
-        return None
-    return save_npy(np.array(latents, dtype=object), path, allow_pickle=True)
