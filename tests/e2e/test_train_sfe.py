@@ -163,3 +163,17 @@ def test_sfe_bad_input_is_one_line(tmp_path, e4e_run):
                                  str(e4e_run / "best.pt"), "--no-align", "-n", str(SG2), "-o", str(tmp_path / "o"),
                                  "--device", "cpu"])
     assert result.exit_code == 2 and "--w-encoder goes with a StyleFeatureEditor" in result.stderr
+
+
+def test_both_phases_run_under_torchrun(tmp_path, e4e_run):
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sgtool")
+    result = train("-n", SG2, "--synthetic", "--arch", "sfe", "--w-encoder", e4e_run / "best.pt", *TINY,
+                   "--steps", 4, "--set", "editor_steps=2", "--batch-size", 4, "--val-every", 4, "--save-every", 4,
+                   "-o", tmp_path / "two", env=env, launcher=torchrun)
+    summary = json.loads(result.stdout)
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    digests = summary["rank_parameter_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # DDP kept both ranks' inverter and editor equal
