@@ -139,6 +139,7 @@ def test_sfe_trains_for_stylegan3_at_its_layer(tmp_path):
     data = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     # 64 px StyleGAN3-T: the last layer sampled at 16 px, 36 px with its margins.
     assert data["sgtool"]["arch"]["sfe"]["layer"] == "L3_36_16"
+    assert data["sgtool"]["arch"]["sfe"]["feature_margin"] == 10  # the picture is its central 16 px
     generator = load_generator(SG3)
     inverter = load_feature_inverter(run / "best.pt", network=generator, w_encoder=e4e / "best.pt")
     step = inverter.invert(torch.rand(1, 3, 256, 256) * 2 - 1)[0]

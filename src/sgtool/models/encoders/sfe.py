@@ -44,6 +44,7 @@ class SfeConfig:
     layer: str = f"b{FEATURE_RESOLUTION}"
     feature_size: int = FEATURE_RESOLUTION
     input_size: int = 256
+    feature_margin: int = 0  # StyleGAN3: F's pixels beyond the image on each side
 
     def planes(self) -> list[int]:
         return [max(1, round(planes * self.width)) for planes, _ in STAGES]
@@ -79,7 +80,7 @@ class FeatureStyleBackbone(nn.Module):
 
     def __init__(self, config: SfeConfig = SfeConfig()):
         super().__init__()
-        self.feature_size = config.feature_size
+        self.feature_size, self.margin = config.feature_size, config.feature_margin
         planes = config.planes()
         self.conv = nn.Sequential(nn.Conv2d(3, planes[0], 3, 1, 1, bias=False), nn.BatchNorm2d(planes[0]),
                                   nn.PReLU(planes[0]))
@@ -108,8 +109,11 @@ class FeatureStyleBackbone(nn.Module):
         pooled, third = self.pooled(x)
         codes = torch.stack([head(pooled) for head in self.styles], dim=1)
         content = self.content_layer(third)
-        if content.shape[-1] != self.feature_size:  # a StyleGAN3 layer's margins, or another input size
-            content = F.interpolate(content, size=(self.feature_size,) * 2, mode="bilinear", align_corners=False)
+        inside = self.feature_size - 2 * self.margin  # the pixels of F that span the picture
+        if content.shape[-1] != inside:  # an input size other than 4x the layer's
+            content = F.interpolate(content, size=(inside, inside), mode="bilinear", align_corners=False)
+        if self.margin:  # StyleGAN3 renders beyond the picture: its edge continues into the margins
+            content = F.pad(content, (self.margin,) * 4, mode="replicate")
         return codes, content
 
 
@@ -160,7 +164,8 @@ class FeatureStyleEditor(nn.Module):
     def layer(self, generator) -> FeatureLayer:
         """The generator layer F replaces, checked against the generator's."""
         layer = choose_feature_layer(generator, self.config.layer)
-        if (layer.channels, layer.size) != (self.config.feature_channels, self.config.feature_size):
+        if (layer.channels, layer.size, layer.margin) != (self.config.feature_channels, self.config.feature_size,
+                                                          self.config.feature_margin):
             raise CheckpointError(f"this SFE predicts {self.config.feature_channels} x {self.config.feature_size}px "
                                   f"features at {layer.name}; the generator's are {layer.channels} x {layer.size}px")
         return layer

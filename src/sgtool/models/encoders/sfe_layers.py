@@ -23,6 +23,12 @@ class FeatureLayer:
     name: str  # "b64" (StyleGAN2) or a StyleGAN3 layer name such as "L6_84_1024"
     channels: int
     size: int  # spatial side of the activation (StyleGAN3's includes the margins)
+    rate: int = 0  # the pixels of it that span the image (StyleGAN3: its sampling rate; 0: all of `size`)
+
+    @property
+    def margin(self) -> int:
+        """Pixels on each side beyond the image (StyleGAN3's margins)."""
+        return (self.size - self.rate) // 2 if self.rate else 0
 
 
 def default_layer_resolution(generator) -> int:
@@ -38,7 +44,7 @@ def feature_layers(generator) -> list[FeatureLayer]:
                 for res, block in blocks if hasattr(block, "conv1")]
     if generator.kind == "stylegan3":
         layers = [(name, getattr(synthesis, name)) for name in synthesis.layer_names]
-        return [FeatureLayer(name, int(layer.out_channels), int(layer.out_size[0]))
+        return [FeatureLayer(name, int(layer.out_channels), int(layer.out_size[0]), int(layer.out_sampling_rate))
                 for name, layer in layers if not layer.is_torgb]
     raise CheckpointError(f"feature-space encoders need a StyleGAN2 or StyleGAN3 generator, not {generator.kind}")
 

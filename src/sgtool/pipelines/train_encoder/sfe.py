@@ -37,7 +37,7 @@ def build_sfe(settings: TrainEncoderSettings, generator) -> FeatureStyleEditor:
         raise SgtoolError(f"--feature-layer: {exc}") from None
     return FeatureStyleEditor(SfeConfig(num_styles=generator.num_ws, w_dim=generator.w_dim, width=settings.width,
                                         feature_channels=layer.channels, layer=layer.name, feature_size=layer.size,
-                                        input_size=settings.input_size))
+                                        feature_margin=layer.margin, input_size=settings.input_size))
 
 
 def edit_directions(generator, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
