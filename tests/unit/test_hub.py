@@ -519,6 +519,9 @@ def test_packaged_registry_is_complete_and_valid(monkeypatch):
         for url in entry.urls:
             if "drive.google.com" in url:
                 assert re.fullmatch(r"https://drive\.google\.com/uc\?export=download&id=[\w-]{25,}", url), url
+    # What an entry needs (SFE: its generator and e4e) are registry entries of the right kind.
+    needs = {role: entries[other].kind for entry in entries.values() for role, other in entry.needs}
+    assert needs == {"network": "generator", "w_encoder": "encoder"}
     # torchvision names carry the first 8 hex digits of the SHA-256: the recorded hashes agree.
     for name in ("lpips-vgg", "lpips-alex"):
         entry = entries[name]

@@ -197,3 +197,18 @@ def test_commands_that_cannot_keep_the_feature_tensor_say_so(command, tmp_path):
     assert result.exit_code == 2, result.output
     assert "is a feature-space encoder (StyleFeatureEditor)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_one_registry_name_brings_the_generator_and_e4e_it_needs(monkeypatch):
+    import sgtool.hub as hub
+    from sgtool.hub.registry import ModelEntry
+
+    files = {"sfe-test": FOLDER / "sfe_editor_light.pt", "g-test": FOLDER / "stylegan2-ffhq-config-f.pt",
+             "e4e-test": FOLDER / "e4e_ffhq_encode.pt"}
+    entry = ModelEntry("sfe-test", "encoder", "sfe.pt", ("https://example.invalid/sfe.pt",),
+                       needs=(("network", "g-test"), ("w_encoder", "e4e-test")))
+    monkeypatch.setattr(hub, "find_entry", lambda name, path=None: entry if name == "sfe-test" else None)
+    monkeypatch.setattr(hub, "resolve_reference", lambda ref, kind=None: str(files.get(str(ref), ref)))
+    inverter = load_encoder("sfe-test")
+    assert inverter.family == "sfe" and inverter.generator.img_resolution == 1024
+    assert inverter.w_encoder.encoder_type == "Encoder4Editing"

@@ -19,6 +19,7 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "configs" / "models.yam
 BUILTIN_GENERATOR_NAMES = ("tiny-stylegan3-t", "tiny-stylegan3-r", "tiny-stylegan2")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+NEED_ROLES = ("network", "w_encoder")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*")
 
 
@@ -36,10 +37,12 @@ class ModelEntry:
     licence: str = ""
     used_by: tuple[str, ...] = ()
     description: str = ""
+    # Files this one works only with, by role (`network`, `w_encoder`): filled in when the user names none.
+    needs: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["urls"], data["used_by"] = list(self.urls), list(self.used_by)
+        data["urls"], data["used_by"], data["needs"] = list(self.urls), list(self.used_by), dict(self.needs)
         return data
 
 
@@ -98,9 +101,13 @@ def _parse_entry(name: str, fields, source: Path) -> ModelEntry:
         if not _SHA256.fullmatch(sha256):
             raise bad("sha256 must be 64 hex digits or null")
     used_by = fields.get("used_by") or []
+    needs = fields.get("needs") or {}
+    if not isinstance(needs, dict) or not set(needs) <= set(NEED_ROLES):
+        raise bad(f"needs must map {' / '.join(NEED_ROLES)} to registry names, got {needs!r}")
     return ModelEntry(name=name, kind=fields["kind"], file=file, urls=tuple(urls), page=fields.get("page"),
                       size=size, sha256=sha256, licence=str(fields.get("licence") or ""),
-                      used_by=tuple(str(c) for c in used_by), description=str(fields.get("description") or ""))
+                      used_by=tuple(str(c) for c in used_by), description=str(fields.get("description") or ""),
+                      needs=tuple((str(role), str(other)) for role, other in needs.items()))
 
 
 def find_entry(name: str, path: str | os.PathLike | None = None) -> ModelEntry | None:

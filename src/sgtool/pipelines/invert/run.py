@@ -42,16 +42,18 @@ METHODS = ("encoder", "optimize", "hybrid", "hyperstyle")
 ENCODER_METHODS = ("encoder", "hyperstyle")  # encoder passes only; hyperstyle also adjusts the generator
 
 
-
 def load_encoder(path, device="cpu", network=None, w_encoder=None):
     """An inverter for an encoder checkpoint: `.invert(x, steps, transform)`, `.generator`.
 
     The decoder stored in the checkpoint is used unless `network` (a path, registry or built-in name,
-    or a generator module) replaces it. `w_encoder`: a HyperStyle checkpoint's W encoder (default:
-    the file its options name).
+    or a generator module) replaces it. `w_encoder`: a HyperStyle checkpoint's W encoder (default: the file its
+    options name) or the e4e of a StyleFeatureEditor. A registry name brings the files it `needs` unless given.
     """
-    from ...hub import resolve_reference
+    from ...hub import find_entry, resolve_reference
 
+    needs = dict(entry.needs) if not Path(str(path)).exists() and (entry := find_entry(str(path))) else {}
+    network = network if network is not None else needs.get("network")
+    w_encoder = w_encoder if w_encoder is not None else needs.get("w_encoder")
     path = resolve_reference(path, kind="encoder")
     if isinstance(network, (str, Path)):
         network = resolve_reference(network, kind="generator")
