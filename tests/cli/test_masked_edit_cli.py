@@ -134,7 +134,7 @@ def test_scribble_strokes_become_real_and_the_rest_is_kept(generator, network, t
     ("one_input", "--crossover takes two inputs"),
     ("scribble_size", "paint on a copy of that image"),
     ("region_without_edit", "--region confines"),
-    ("region_on_photo", "run sgtool invert on the photo first"),
+    ("part_on_latent", "names a face part, found from a photo's landmarks"),
 ])
 def test_bad_masked_edits_are_one_line_and_exit_2(case, message, generator, network, tmp_path):
     for name, seed in (("a", 1), ("b", 2)):
@@ -150,10 +150,11 @@ def test_bad_masked_edits_are_one_line_and_exit_2(case, message, generator, netw
         Image.open(tmp_path / "b.png").resize((80, 80)).save(tmp_path / "b.png")
     elif case == "one_input":
         args.remove(tmp_path / "b.png")
-    elif case == "region_on_photo":
+    elif case == "part_on_latent":
+        np.save(tmp_path / "x_latent.npy", code(generator, 1).numpy())
         np.save(tmp_path / "d.npy", np.ones(generator.w_dim, np.float32))
-        args = [tmp_path / "a.png", "-n", network, "--direction", f"push={tmp_path / 'd.npy'}", "--edit", "push=1",
-                "--region", tmp_path / "m.png"]
+        args = [tmp_path / "x_latent.npy", "-n", network, "--direction", f"push={tmp_path / 'd.npy'}", "--edit",
+                "push=1", "--region", "mouth"]
     else:
         np.save(tmp_path / "x_latent.npy", code(generator, 1).numpy())
         Image.new("RGB", (32, 32)).save(tmp_path / "strokes.png")

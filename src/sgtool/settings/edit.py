@@ -99,10 +99,13 @@ class EditSettings(EditOptions, Runtime):
     crossover_mask: Annotated[Path | None, Cli("--mask")] = Field(None, description="--crossover: grayscale "
                                                                   "image, white where A is taken")
     region: Annotated[Path | None, Cli()] = Field(None, description="edit only here: grayscale image over the "
-                                                  "render, white where the edit applies; outside keeps the "
-                                                  "unedited render (masked optimisation of the edited latent)")
-    scribble: Annotated[Path | None, Cli()] = Field(None, description="a copy of the latent's render with strokes "
-                                                    "painted on: the strokes made real, the rest kept")
+                                                  "render (photos: over the photo, its size), white where the edit "
+                                                  "applies, or a face part of photos (mouth, eyes, eyebrows, nose, "
+                                                  "face, skin, hair); outside keeps the unedited render (masked "
+                                                  "optimisation of the edited latent)")
+    scribble: Annotated[Path | None, Cli()] = Field(None, description="a copy of the latent's render (or of the "
+                                                    "photo) with strokes painted on: the strokes made real, the "
+                                                    "rest kept")
     local: LocalOptions = Field(default_factory=LocalOptions, description="masked optimisation of --crossover, "
                                 "--region and --scribble")
     feature_edits: bool = Field(True, description="latents inverted by a feature-space encoder (StyleFeatureEditor: "

@@ -113,7 +113,7 @@ def _at(image: torch.Tensor, size: int, device) -> torch.Tensor:
 _LPIPS: dict = {}
 
 
-def _lpips(settings, device):
+def local_lpips(settings, device):
     """LPIPS-VGG of the masked optimisation, loaded once per run."""
     from ...losses import load_lpips
 
@@ -135,11 +135,11 @@ def write_local_edit(G, ws: torch.Tensor, request, settings, stem, transform=Non
         painted = read_image(settings.scribble)
         strokes = stroke_mask(painted, to_uint8(render(G, ws, transform))[0])
         latent = scribble_edit(G, ws[0], generator_target(painted, size), strokes, settings.local,
-                               _lpips(settings, device), transform)
+                               local_lpips(settings, device), transform)
         base = f"{stem}_scribble"
     else:
         region = fit_mask(read_mask(settings.region), size, size, str(settings.region))
-        latent = local_edit(G, ws[0], request, region, settings.local, _lpips(settings, device), transform)
+        latent = local_edit(G, ws[0], request, region, settings.local, local_lpips(settings, device), transform)
         base = f"{stem}_{request.label}"
     image = to_uint8(render(G, latent[None], transform))[0]
     return {"image": str(save_image(image, f"{base}.png")),

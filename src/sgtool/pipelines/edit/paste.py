@@ -137,6 +137,18 @@ def paste(frame: np.ndarray, crop: np.ndarray, crop_quad: np.ndarray, mask: np.n
     return out
 
 
+def to_frame(image: np.ndarray, crop_quad: np.ndarray, size: int) -> np.ndarray:
+    """The part of a source frame (image or mask) under `crop_quad` as the size x size picture a render of it
+    is: the inverse of `paste`'s mapping (beyond the frame's edge: 0). A quad larger than `size` pixels is
+    resampled at its own size and then shrunk, so a big photo does not alias."""
+    quad = np.asarray(crop_quad, dtype=np.float64)
+    work = max(size, int(round(float(np.hypot(*(quad[3] - quad[0]))))))
+    frame = cv2.warpAffine(np.ascontiguousarray(image), crop_to_source_matrix(quad, work), (work, work),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA) if work > size else frame
+
+
 def _edge_fade(size: int, fraction: float) -> np.ndarray:
     ramp = max(1.0, fraction * size)
     idx = np.arange(size, dtype=np.float32)

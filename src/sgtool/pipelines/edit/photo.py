@@ -37,6 +37,7 @@ from .requests import EditRequest
 from .sweeps import labelled_grid, sweep_tag, write_animation
 from ..shared.images import generator_target, read_image
 from .paste import head_mask, paste
+from .regions import PhotoRegions, face_local_edit
 from ..shared.render import render
 
 PHOTO_RECORD = "photo_edits.json"  # the photos and settings of the photo runs into a folder
@@ -60,6 +61,7 @@ class PhotoFace:
     latent: torch.Tensor  # [num_ws, w_dim]
     generator: torch.nn.Module
     features: object = None  # SavedFeatures of a feature-space inversion (its edits go through the feature editor)
+    landmarks: np.ndarray | None = None  # the face mesh in photo pixels (named --region parts)
 
     def paste_quad(self) -> np.ndarray:
         """The square the render covers in the photo: the unaligned crop (StyleGAN3) or the aligned quad."""
@@ -136,9 +138,13 @@ class PhotoEditor:
     def __call__(self, item: Item) -> dict:
         photo = read_image(item.source)
         stages: dict[str, dict] = {}
+        settings = self.settings
+        # A region or scribble that does not fit the photo fails before any face is inverted.
+        regions = PhotoRegions(settings, photo, item.source) \
+            if settings.region is not None or settings.scribble is not None else None
         faces = self.faces(item, photo, stages)
         start = time.perf_counter()
-        outputs, records = self.write_edits(item, photo, faces)
+        outputs, records = self.write_edits(item, photo, faces, regions)
         stages["render"] = {"seconds": round(time.perf_counter() - start, 3), "cached": False}
         return {"outputs": outputs, "faces": records, "stages": stages, "size": [photo.shape[1], photo.shape[0]]}
 
@@ -159,7 +165,7 @@ class PhotoEditor:
                 tune_cached.append(cached)
             mask = head_mask(aligned[index]["landmarks"], photo.shape, self.settings.mask)
             faces.append(PhotoFace(index, aligned[index]["record"], mask, aligned[index]["crop"], latent, generator,
-                                   features))
+                                   features, aligned[index]["landmarks"]))
         stages["invert"] = {"seconds": round(time.perf_counter() - start, 3), "cached": all(invert_cached),
                             "faces": len(chosen)}
         if self.settings.tune_steps:
@@ -292,12 +298,19 @@ class PhotoEditor:
 
     # --- rendering ------------------------------------------------------------------------------------
 
-    def edited_photo(self, photo: np.ndarray, faces: list[PhotoFace], request: EditRequest):
-        """(the photo with every face edited and pasted back, each face's edited render as uint8)."""
+    def edited_photo(self, photo: np.ndarray, faces: list[PhotoFace], request: EditRequest,
+                     regions: PhotoRegions | None = None):
+        """(the photo with every face edited and pasted back, each face's edited render as uint8; with
+        `regions`, None for the faces the region misses, which keep the photo's pixels)."""
         out, renders = photo, []
         for face in faces:
             ws = face.latent[None].to(_device(face.generator))
-            if face.features is not None:
+            if regions is not None:
+                image = self._local_edit(face, ws, request, regions)
+                if image is None:
+                    renders.append(None)
+                    continue
+            elif face.features is not None:
                 image = to_uint8(self._feature_edit(face, ws, request))[0]
             else:
                 code = request.edit(face.generator, ws)
@@ -306,27 +319,44 @@ class PhotoEditor:
             renders.append(image)
         return out, renders
 
+    def _local_edit(self, face: PhotoFace, ws: torch.Tensor, request: EditRequest, regions: PhotoRegions):
+        """The face's render edited only inside the region (None when the region misses it)."""
+        if face.features is not None:
+            raise SgtoolError("--region and --scribble optimise the W+ code, which a feature-space inversion's "
+                              "render is not: add --set feature_edits=false")
+        target = regions.for_face(face.landmarks, face.paste_quad(), face.mask, int(face.generator.img_resolution))
+        if target is None:
+            return None
+        latent = face_local_edit(face.generator, ws[0], target, request, self.settings, face.transform(),
+                                 self.reporter, f"local edit of face {face.index}")
+        return to_uint8(render(face.generator, latent[None], face.transform(), request.noise_mode))[0]
+
     def _feature_edit(self, face: PhotoFace, ws: torch.Tensor, request: EditRequest) -> torch.Tensor:
         """The face's edit carried through the SFE encoder's feature editor (its aligned render)."""
         from .features import feature_edit
 
         return feature_edit(self.encoder.model, face.generator, face.features, ws, request)[0]
 
-    def write_edits(self, item: Item, photo: np.ndarray, faces: list[PhotoFace]) -> tuple[list[str], list[dict]]:
+    def write_edits(self, item: Item, photo: np.ndarray, faces: list[PhotoFace],
+                    regions: PhotoRegions | None = None) -> tuple[list[str], list[dict]]:
         request, outdir = self.request, self.outdir
         suffix = photo_suffix(item.source)
         outputs: list[str] = []
         records = [{"face": face.index, "transform": face.record["inverse_transform"],
                     "latent": str(outdir / CACHE_DIR / item.name / f"face{face.index}" / "latent.npy")}
                    for face in faces]
-        if request.edits or request.style_edits or request.texts is not None:
-            edited, renders = self.edited_photo(photo, faces, request)
-            base = outdir / f"{item.name}_{request.label}"
+        if request.edits or request.style_edits or request.texts is not None or self.settings.scribble is not None:
+            edited, renders = self.edited_photo(photo, faces, request, regions)
+            label = "scribble" if self.settings.scribble is not None else request.label
+            base = outdir / f"{item.name}_{label}"
             outputs.append(str(self._save_photo(edited, f"{base}{suffix}")))
             outputs.append(str(save_image(np.concatenate([photo, edited], axis=1), f"{base}_side_by_side.png")))
             for face, image, record in zip(faces, renders, records):
+                if image is None:  # the region misses this face: the photo's pixels are kept
+                    record["untouched"] = True
+                    continue
                 before = save_image(face.crop, outdir / f"{item.name}_face{face.index}_before.png")
-                after = save_image(image, outdir / f"{item.name}_face{face.index}_{request.label}.png")
+                after = save_image(image, outdir / f"{item.name}_face{face.index}_{label}.png")
                 record.update(before=str(before), after=str(after))
                 outputs += [str(before), str(after)]
         if request.sweep_strengths is not None:

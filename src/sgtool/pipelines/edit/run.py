@@ -34,6 +34,7 @@ from ..shared.batch import IMAGE_SUFFIXES, LATENT_SUFFIXES, Batch, Item, Result,
 from ..shared.render import device_of
 from ..shared.transforms import TransformTable
 from .photo import PHOTO_RECORD, edit_photos, recorded_run, resume_settings
+from .regions import face_part_name
 from .requests import EditRequest, edit_and_render, prepare_request
 from .sweeps import sweep_row, sweep_tag, write_animation, write_sweep_grid
 from .texts import TextPrompts, encode_prompts
@@ -88,9 +89,6 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
     if photos:
         if len(photos) != len(files):
             raise SgtoolError("give photos or latent files, not both, in one call")
-        if settings.region is not None or settings.scribble is not None:
-            raise SgtoolError("--region and --scribble edit latent files (their renders' pixels): run sgtool invert "
-                              "on the photo first and edit its NAME_latent.npy")
         if not settings.encoder and (settings.invert.method != "optimize" or settings.network is None):
             raise SgtoolError("photo inputs are inverted first: pass --encoder (a ReStyle, pSp, e4e or HyperStyle "
                               "checkpoint or registry name), or --method optimize with --network")
@@ -100,6 +98,9 @@ def plan_edit(latents: Sequence[str | Path], settings: EditSettings, shard: Shar
                           "(an encoder checkpoint there renders with its decoder)")
     if settings.network is None:
         raise SgtoolError("give --network: the generator the latents belong to (a tuned one too)")
+    if face_part_name(settings.region):
+        raise SgtoolError(f"--region {settings.region} names a face part, found from a photo's landmarks: edit the "
+                          "photo, or give a latent a region image over its render")
     if settings.sweep and shard is not None:
         raise SgtoolError("--sweep draws one grid of every input; run sweeps without --shard")
     transforms = None
