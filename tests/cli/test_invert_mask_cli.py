@@ -66,12 +66,15 @@ def scratched(tmp_path):
     return make
 
 
-# The unmasked baseline is run on one generator only: each 100-step projection costs seconds of CPU.
-@pytest.mark.parametrize("name, baseline", [("sg3t_64", True), ("sg3r_64", False)])
-def test_masked_projection_fills_a_third_of_the_picture_better_than_telea(name, baseline, scratched, tmp_path):
+# The unmasked baseline is run on one generator only, and the steps are the fewest that leave a clear margin
+# (measured hole / Telea: sg3t 0.69 / 0.45 / 0.22 / 0.19 at 30 / 50 / 70 / 100 steps, sg3r 0.42 / 0.19 / 0.36 /
+# 0.09): each step costs about 0.1 s of CPU.
+@pytest.mark.parametrize("name, baseline, num_steps", [("sg3t_64", True, 70), ("sg3r_64", False, 50)])
+def test_masked_projection_fills_a_third_of_the_picture_better_than_telea(name, baseline, num_steps, scratched,
+                                                                          tmp_path):
     truths, truth_dir, scratched_dir, keep = scratched(name)
     network = golden_dir("generators") / f"{name}.pkl"
-    steps = ["--method", "optimize", "-n", network, "--no-align", "--num-steps", 100, "--seed", 0, "--json"]
+    steps = ["--method", "optimize", "-n", network, "--no-align", "--num-steps", num_steps, "--seed", 0, "--json"]
     masked = invoke(scratched_dir, "--mask", keep, "-o", tmp_path / "masked", *steps)
     assert masked.exit_code == 0, masked.output
     if baseline:
@@ -96,8 +99,8 @@ def test_masked_projection_fills_a_third_of_the_picture_better_than_telea(name, 
         assert record["known_mse"] == pytest.approx(mse(filled, with_hole, known), abs=2e-4)
         assert record["hole_mse"] > 100 * record["known_mse"]  # the hole was filled, not matched to black
     ratio = totals["masked_hole"] / totals["telea_hole"]
-    print(f"{name}: hole MSE masked projection / Telea = {ratio:.3f}; known MSE masked "
-          f"{totals['masked_known']:.2e} vs unmasked {totals['plain_known']:.2e}")
+    print(f"{name}, {num_steps} steps: hole MSE masked projection / Telea = {ratio:.3f}; known MSE masked "
+          f"{totals['masked_known']:.2e}" + (f" vs unmasked {totals['plain_known']:.2e}" if baseline else ""))
     assert ratio <= 0.5, totals
     if baseline:
         assert totals["masked_known"] <= totals["plain_known"], totals
