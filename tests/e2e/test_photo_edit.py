@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -22,6 +21,7 @@ from sgtool.pipelines.edit.paste import head_mask
 from sgtool.settings import Mask
 from sgtool.utils.io import to_uint8
 from support.golden import golden_dir
+from support.photos import two_astronauts
 
 runner = CliRunner()
 
@@ -37,12 +37,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     """Two copies of the astronaut portrait (a real photo), one smaller and tilted, on one wide canvas."""
-    astronaut = skimage.data.astronaut()
-    canvas = np.full((420, 900, 3), 90, np.uint8)
-    canvas[:400, :400] = cv2.resize(astronaut, (400, 400), interpolation=cv2.INTER_AREA)
-    small = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
-    tilt = cv2.getRotationMatrix2D((150, 150), 15, 1.0)
-    canvas[60:360, 520:820] = cv2.warpAffine(small, tilt, (300, 300), borderValue=(90, 90, 90))
+    canvas = two_astronauts()
     path = tmp_path_factory.mktemp("photos") / "pair.png"
     Image.fromarray(canvas).save(path)
     return path, canvas

@@ -18,7 +18,8 @@ from torch import nn
 from ...errors import CheckpointError, SgtoolError
 from .inverter import encoder_size, face_pool, fit_input
 from .loading import EncoderCheckpoint, read_encoder_checkpoint, sgtool_arch
-from .sg2_encoders import SG2_ENCODERS, _style_count, build_sg2_encoder, latent_offset, resolve_generator
+from .sg2_encoders import (SG2_ENCODERS, EncoderOverGenerator, _style_count, build_sg2_encoder, latent_offset,
+                           resolve_generator)
 
 TASK_KINDS = ("sketch", "segmentation", "super-resolution", "photo")
 SUPER_RESOLUTION_FACTORS = "1,2,4,8,16,32"  # pSp's default when a super-resolution run names none
@@ -105,23 +106,13 @@ def mix_codes(codes: torch.Tensor, inject: torch.Tensor, layers, alpha: float | 
     return out
 
 
-class PspTranslator(nn.Module):
+class PspTranslator(EncoderOverGenerator):
     """A pSp task model: `prepared input -> encode -> W+ codes -> render`."""
 
     def __init__(self, encoder: nn.Module, generator: nn.Module, latent_avg: torch.Tensor | None, task: PspTask,
                  encoder_type: str, source: str = ""):
-        super().__init__()
-        self.encoder = encoder
-        self.generator = generator
-        self.register_buffer("latent_avg", latent_avg if latent_avg is not None
-                             else torch.zeros(encoder.style_count, generator.w_dim))
+        super().__init__(encoder, generator, latent_avg, encoder_type, source)
         self.task = task
-        self.encoder_type = encoder_type
-        self.source = source
-
-    @property
-    def num_ws(self) -> int:
-        return self.encoder.style_count
 
     @property
     def device(self) -> torch.device:

@@ -248,7 +248,25 @@ def latent_offset(ckpt: EncoderCheckpoint, generator, num_ws: int) -> torch.Tens
     return avg.expand(num_ws, -1).clone()
 
 
-class SG2EncoderInverter(nn.Module):
+class EncoderOverGenerator(nn.Module):
+    """A pSp-family encoder whose codes (encoder(x) + latent_avg) a generator renders."""
+
+    def __init__(self, encoder: nn.Module, generator: nn.Module, latent_avg: torch.Tensor | None, encoder_type: str,
+                 source: str = ""):
+        super().__init__()
+        self.encoder = encoder
+        self.generator = generator
+        self.register_buffer("latent_avg", latent_avg if latent_avg is not None
+                             else torch.zeros(encoder.style_count, generator.w_dim))
+        self.encoder_type = encoder_type
+        self.source = source
+
+    @property
+    def num_ws(self) -> int:
+        return self.encoder.style_count
+
+
+class SG2EncoderInverter(EncoderOverGenerator):
     """Single-pass pSp/e4e inversion: codes = encoder(x) + latent_avg, rendered with noise_mode='const'."""
 
     input_size = 256
@@ -256,18 +274,8 @@ class SG2EncoderInverter(nn.Module):
 
     def __init__(self, encoder: nn.Module, generator: nn.Module, latent_avg: torch.Tensor | None, family: str,
                  encoder_type: str, source: str = ""):
-        super().__init__()
-        self.encoder = encoder
-        self.generator = generator
-        self.register_buffer("latent_avg", latent_avg if latent_avg is not None
-                             else torch.zeros(encoder.style_count, generator.w_dim))
+        super().__init__(encoder, generator, latent_avg, encoder_type, source)
         self.family = family
-        self.encoder_type = encoder_type
-        self.source = source
-
-    @property
-    def num_ws(self) -> int:
-        return self.encoder.style_count
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (self.input_size, self.input_size):
