@@ -17,7 +17,7 @@ from .options import Run, command
 def invert(settings: InvertSettings, run: Run,
            paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs).")],
            shard: ShardOpt = None):
-    """Invert photos into W+ latents (ReStyle encoder, projection, or hybrid)."""
+    """Invert photos into W+ latents (an encoder, projection, or hybrid; a feature-space encoder adds its F)."""
     from ..pipelines.invert.run import invert_batch
     from ..utils.batch import parse_shard
 

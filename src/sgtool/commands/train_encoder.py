@@ -9,7 +9,7 @@ from .options import Run, command
 
 @command(TrainEncoderSettings, "train-encoder", after_load=resolve_checkpoints)
 def train_encoder(settings: TrainEncoderSettings, run: Run):
-    """Train an encoder for a generator: ReStyle-pSp/e4e, pSp, e4e or HyperStyle, on aligned images or --synthetic.
+    """Train an encoder for a generator: ReStyle-pSp/e4e, pSp, e4e, HyperStyle or SFE, on aligned images or --synthetic.
 
     On several processes or GPUs: torchrun --nproc-per-node N -m sgtool train-encoder ...
 

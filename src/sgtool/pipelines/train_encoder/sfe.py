@@ -82,9 +82,6 @@ class SfeTask:
         """After `done` steps: validate what the last of them trained."""
         self.set_step(max(done - 1, 0))
 
-    def discriminated_styles(self) -> list[int]:
-        return []
-
     # ---- pieces
     def _render(self, ws: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         return face_pool(render_with_feature(self.generator, ws, feature, self.layer), self.size)
