@@ -71,12 +71,13 @@ def _reconstruct_persistent_obj(meta):
 SAFE_TORCH_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath]
 
 
-def safe_torch_load(source):
+def safe_torch_load(source, mmap: bool = False):
     """`torch.load(weights_only=True)` admitting SAFE_TORCH_GLOBALS; a refusal is an UnsafePickleError naming
-    the global it met (torch's own message advises turning the safe loader off: never passed on)."""
+    the global it met (torch's own message advises turning the safe loader off: never passed on). `mmap`: tensors
+    are mapped, not read (a zip-format file on disk), for a look at the keys."""
     try:
         with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS):
-            return torch.load(source, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found or "Unsupported" in str(exc) or "weights_only" in str(exc).lower():

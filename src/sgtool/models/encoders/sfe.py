@@ -249,9 +249,13 @@ def load_feature_editor(path, device="cpu") -> FeatureStyleEditor:
 
 
 def is_feature_editor_checkpoint(path) -> bool:
-    """An SFE file (its inverter and feature editor), told by its keys before any other encoder reader tries it."""
+    """An SFE file (its inverter and feature editor), told by its keys before any other encoder reader tries it
+    (the tensors mapped, not read, where the file allows)."""
     try:
-        data = safe_torch_load(path)
+        try:
+            data = safe_torch_load(path, mmap=True)
+        except RuntimeError:  # a legacy (pre-zip) torch file cannot be mapped
+            data = safe_torch_load(path)
     except Exception:  # not a weights-only torch file: another reader names the problem
         return False
     state = data.get("state_dict") if isinstance(data, dict) else None

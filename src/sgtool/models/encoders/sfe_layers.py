@@ -57,9 +57,7 @@ def choose_feature_layer(generator, requested: str | int | None = None) -> Featu
         if generator.kind == "stylegan2":
             found = [layer for layer in layers if layer.name == f"b{resolution}"]
         else:
-            rates = {name: int(getattr(generator.synthesis, name).out_sampling_rate)
-                     for name in generator.synthesis.layer_names}
-            found = [layer for layer in layers if rates[layer.name] == resolution][-1:]
+            found = [layer for layer in layers if layer.rate == resolution][-1:]
     else:
         found = [layer for layer in layers if layer.name == str(requested)]
     if not found:
@@ -74,13 +72,23 @@ def layer_key(generator, layer: FeatureLayer):
     return int(layer.name[1:]) if generator.kind == "stylegan2" else layer.name
 
 
+def _aligned(generator, kwargs: dict) -> dict:
+    """StyleGAN3 renders the aligned view (the identity transform) unless told otherwise, never whatever its input
+    buffer last held: F belongs to the aligned crop."""
+    if generator.kind == "stylegan3" and kwargs.get("transform") is None:
+        kwargs = {**kwargs, "transform": torch.eye(3, device=generator.mapping.w_avg.device)}
+    return kwargs
+
+
 def generator_feature(generator, ws: torch.Tensor, layer: FeatureLayer, **kwargs) -> torch.Tensor:
     """The generator's activation at `layer` for W+ codes, noise as stored."""
-    return generator.synthesis(ws, noise_mode="const", stop_at=layer_key(generator, layer), **kwargs)
+    return generator.synthesis(ws, noise_mode="const", stop_at=layer_key(generator, layer), **_aligned(generator,
+                                                                                                         kwargs))
 
 
 def render_with_feature(generator, ws: torch.Tensor, feature: torch.Tensor, layer: FeatureLayer,
                         **kwargs) -> torch.Tensor:
     """The image of `ws` with `feature` in place of the generator's own activation at `layer` (StyleGAN2's
     to-RGB skip up to that block still comes from the codes)."""
-    return generator.synthesis(ws, noise_mode="const", replace={layer_key(generator, layer): feature}, **kwargs)
+    return generator.synthesis(ws, noise_mode="const", replace={layer_key(generator, layer): feature},
+                               **_aligned(generator, kwargs))

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 import torch
 
 from ...editing.sefa import sefa_directions
-from ...errors import SgtoolError
+from ...errors import CheckpointError, SgtoolError
 from ...models.encoders import face_pool
 from ...models.encoders.inverter import encoder_size, fit_input
 from ...models.encoders.sfe import FeatureStyleEditor, SfeConfig, feature_delta
@@ -33,7 +33,7 @@ SPREAD_SAMPLES = 2048  # mapped latents that measure W's spread along each direc
 def build_sfe(settings: TrainEncoderSettings, generator) -> FeatureStyleEditor:
     try:
         layer = choose_feature_layer(generator, settings.feature_layer)
-    except Exception as exc:  # a layer name the generator lacks
+    except CheckpointError as exc:  # a layer the generator lacks
         raise SgtoolError(f"--feature-layer: {exc}") from None
     return FeatureStyleEditor(SfeConfig(num_styles=generator.num_ws, w_dim=generator.w_dim, width=settings.width,
                                         feature_channels=layer.channels, layer=layer.name, feature_size=layer.size,
@@ -120,7 +120,7 @@ class SfeTask:
                 self.encoder.fuser.eval()
                 with torch.no_grad():
                     inversion = self.encoder.invert(batch.x, self.generator, self.latent_avg)
-                    edit = self._known_edit(batch)
+                    edit = self._known_edit(batch, inversion)
                 w = inversion.w
                 n = w.shape[0]
                 features = model(fused=torch.cat([inversion.fused, edit["fused"]]),
@@ -137,15 +137,17 @@ class SfeTask:
                 loss.backward()
         return [IterationResult(logs, y_hat.detach(), w.detach())]
 
-    def _known_edit(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _known_edit(self, batch: Batch, inversion) -> dict[str, torch.Tensor]:
         """A generated picture (a synthetic image, or the render of a real one's W code), an edit of it drawn for
-        this step, what the editor is given (the inverter's F, the W encoder's feature change) and the truth."""
-        source = batch.latents if batch.latents is not None else self.w_codes(batch.x)
-        picture = batch.x if batch.latents is not None else face_pool(synthesize(self.generator, source).clamp(-1, 1),
-                                                                      self.size)
+        this step, what the editor is given (the inverter's F, the W encoder's feature change) and the truth.
+        `inversion`: the batch's own, which a synthetic picture (the batch itself) reuses."""
+        codes = self.w_codes(batch.x)
+        source = batch.latents if batch.latents is not None else codes
+        if batch.latents is None:  # a real photo: edit the generator's render of its W code instead
+            picture = face_pool(synthesize(self.generator, source).clamp(-1, 1), self.size)
+            inversion = self.encoder.invert(picture, self.generator, self.latent_avg)
+            codes = self.w_codes(picture)
         offsets = self.draw_edits(source.shape[0])
-        inversion = self.encoder.invert(picture, self.generator, self.latent_avg)
-        codes = self.w_codes(picture)
         return {"fused": inversion.fused, "codes": inversion.w + offsets,
                 "delta": feature_delta(self.generator, self.layer, codes, codes + offsets),
                 # clamped as every target image is (render_targets)
