@@ -140,7 +140,7 @@ def test_a_mask_of_another_aspect_ratio_is_stretched_with_one_line(scratched, tm
 
 
 @pytest.mark.parametrize("case, message", [
-    ("black", "black (almost) everywhere"),
+    ("black", "black (almost) everywhere, and white marks where the photo is known"),
     ("not_an_image", "cannot read"),
     ("photo_size", "is 64x64 but"),
     ("encoder_method", "use it with --method optimize or hybrid"),

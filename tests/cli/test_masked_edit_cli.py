@@ -128,7 +128,7 @@ def test_scribble_strokes_become_real_and_the_rest_is_kept(generator, network, t
 
 
 @pytest.mark.parametrize("case, message", [
-    ("black_mask", "black (almost) everywhere"),
+    ("black_mask", "black (almost) everywhere, and white marks where the first image shows"),
     ("not_an_image", "cannot read"),
     ("sizes_differ", "a crossover takes two images of one size"),
     ("one_input", "--crossover takes two inputs"),

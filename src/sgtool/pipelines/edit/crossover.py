@@ -51,7 +51,7 @@ def run_crossover(inputs: list[Path], settings: EditSettings, reporter: Reporter
     from ...losses import load_lpips
 
     check_crossover(inputs, settings)
-    mask = read_mask(settings.crossover_mask)
+    mask = read_mask(settings.crossover_mask, white="where the first image shows (the second shows where black)")
     device = resolve_device(settings.device)
     if generator is None:
         encoder, generator = load_models(settings.encoder, settings.network, device, need="--crossover")

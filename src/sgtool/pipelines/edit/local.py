@@ -127,7 +127,7 @@ def write_local_edit(G, ws: torch.Tensor, request, settings, stem, transform=Non
     """`sgtool edit LATENT --region FILE` / `--scribble FILE`: the masked optimisation's latent and render,
     written as STEM_LABEL.npy / .png (or STEM_scribble.npy / .png); `stem`: OUTDIR/NAME."""
     from ...utils.io import save_image, save_npy, to_uint8
-    from ..invert.masks import fit_mask, read_mask
+    from ..invert.masks import REGION, fit_mask, read_mask
     from ..shared.images import generator_target, read_image
 
     device, size = device_of(G), int(G.img_resolution)
@@ -138,7 +138,7 @@ def write_local_edit(G, ws: torch.Tensor, request, settings, stem, transform=Non
                                local_lpips(settings, device), transform)
         base = f"{stem}_scribble"
     else:
-        region = fit_mask(read_mask(settings.region), size, size, str(settings.region))
+        region = fit_mask(read_mask(settings.region, white=REGION), size, size, str(settings.region))
         latent = local_edit(G, ws[0], request, region, settings.local, local_lpips(settings, device), transform)
         base = f"{stem}_{request.label}"
     image = to_uint8(render(G, latent[None], transform))[0]

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import SgtoolError
 from ...progress import SILENT, Reporter
-from ..invert.masks import MIN_KNOWN_FRACTION, read_mask
+from ..invert.masks import MIN_KNOWN_FRACTION, REGION, read_mask
 from ..shared.images import generator_target, read_image
 from ..shared.render import device_of
 from .local import local_edit, local_lpips, scribble_edit, stroke_mask
@@ -106,7 +106,7 @@ class PhotoRegions:
                 raise SgtoolError(f"{settings.scribble} changes no pixel of {source}: paint strokes on a copy of "
                                   "the photo")
         elif self.part is None:
-            self.mask = read_mask(settings.region)
+            self.mask = read_mask(settings.region, white=REGION)
             _check_size(self.mask.shape, settings.region, photo.shape, source)
         self.shape = photo.shape
 

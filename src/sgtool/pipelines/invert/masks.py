@@ -22,13 +22,17 @@ MIN_KNOWN_FRACTION = 1e-3
 ASPECT_TOLERANCE = 0.01
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """The mask file as float32 [H, W] in [0, 1]; one line when it is not an image or matches nothing."""
+KNOWN = "where the photo is known (black only where it should be filled)"
+REGION = "the region to edit (the rest keeps the unedited render)"
+
+
+def read_mask(path: str | Path, white: str = KNOWN) -> np.ndarray:
+    """The mask file as float32 [H, W] in [0, 1]; one line when it is not an image or is white nowhere (`white`:
+    what white marks, for that line)."""
     path = Path(path)
     mask = read_image(path).astype(np.float32).mean(axis=2) / 255.0
     if float(mask.mean()) < MIN_KNOWN_FRACTION:
-        raise SgtoolError(f"{path} is black (almost) everywhere, so nothing of the photo would be matched; paint "
-                          "white where the photo is known and black only where it should be filled")
+        raise SgtoolError(f"{path} is black (almost) everywhere, and white marks {white}: paint it white there")
     return mask
 
 
