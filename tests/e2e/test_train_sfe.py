@@ -39,9 +39,9 @@ def sfe_run(tmp_path_factory, e4e_run):
 @pytest.mark.slow
 def test_sfe_reconstructs_held_out_images_better_than_e4e(sfe_run, e4e_run):
     sfe, e4e = held_out(sfe_run)[-1], held_out(e4e_run)[-1]
-    # Measured 0.232 vs 0.268 here (200 inverter + 100 editor steps); issue 34 asks for 3x: its note has the
-    # longer runs (0.130 after 1200 steps, 2.1x) and why 300 tiny steps stop short.
-    assert sfe < 0.9 * e4e, (sfe, e4e)
+    # Measured 0.165 vs 0.268 here (200 inverter + 100 editor steps; 0.092 vs 0.165 after 1200 steps each, 1.8x
+    # both times). Issue 34 asks for 3x: its note has what was tried and the bound a perfect F reaches.
+    assert sfe < 0.75 * e4e, (sfe, e4e)
 
 
 @pytest.mark.slow

@@ -131,10 +131,22 @@ class _ResidualBlock(nn.Module):
 class FeatureMixer(nn.Module):
     """Two feature tensors concatenated (1024 channels) -> one (512): SFE's fuser and its feature editor."""
 
-    def __init__(self, blocks: int = 5, in_channels: int = 2 * FEATURE_CHANNELS, channels: int = FEATURE_CHANNELS):
+    def __init__(self, blocks: int = 5, in_channels: int = 2 * FEATURE_CHANNELS, channels: int = FEATURE_CHANNELS,
+                 start: tuple[float | None, float | None] = (None, None)):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, channels, 1)
         self.body = nn.Sequential(*(_ResidualBlock(channels) for _ in range(blocks)))
+        # Untrained, it computes start[0] * first + start[1] * second for the inputs given a number (the others
+        # mixed in at random, so their networks get gradients from the first step), its residual blocks adding
+        # nothing: training refines a feature that already works.
+        with torch.no_grad():
+            self.conv.bias.zero_()
+            for index, scale in enumerate(start):
+                if scale is not None:
+                    self.conv.weight[:, index * channels:(index + 1) * channels] = \
+                        scale * torch.eye(channels)[..., None, None]
+            for block in self.body:
+                block.body[-1].weight.zero_()
 
     def forward(self, first, second):
         return self.body(self.conv(torch.cat([first, second], dim=1)))
@@ -158,8 +170,9 @@ class FeatureStyleEditor(nn.Module):
         self.config = config
         channels = config.feature_channels
         self.backbone = FeatureStyleBackbone(config)
-        self.fuser = FeatureMixer(in_channels=2 * channels, channels=channels)
-        self.editor = FeatureMixer(in_channels=2 * channels, channels=channels)
+        self.fuser = FeatureMixer(in_channels=2 * channels, channels=channels, start=(None, 1.0))  # own
+        self.editor = FeatureMixer(in_channels=2 * channels, channels=channels, start=(1.0, -1.0))
+        # The editor starts by moving F as the e4e code's feature moves (delta is unedited minus edited).
 
     def layer(self, generator) -> FeatureLayer:
         """The generator layer F replaces, checked against the generator's."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+from torch import nn
 
 from ...editing.sefa import sefa_directions
 from ...errors import CheckpointError, SgtoolError
@@ -69,6 +70,9 @@ class SfeTask:
         self.directions, self.spread = directions.to(device), spread.to(device)
         self.editing = False
         self.rank, self.step, self.draws = rank, 0, 0
+        self.inverter_norms = [m for part in (encoder.backbone, encoder.fuser) for m in part.modules()
+                               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.norms_reset = False
 
     def set_step(self, step: int) -> None:
         self.step, self.draws = step, 0
@@ -77,6 +81,11 @@ class SfeTask:
         for part in inverter:
             part.requires_grad_(not self.editing)
         self.encoder.editor.requires_grad_(self.editing)
+        for norm in self.inverter_norms:
+            # Phase 2: the inverter's weights are frozen, so its batch norms can average their exact statistics
+            # over every phase-2 batch (momentum None); phase 1's running averages lag weights that kept moving,
+            # and at batch sizes of a few images the lag alone can wreck an eval-mode inversion.
+            norm.momentum = None if self.editing else 0.1
 
     def validation_step(self, done: int) -> None:
         """After `done` steps: validate what the last of them trained."""
@@ -116,8 +125,12 @@ class SfeTask:
                     logs["loss_feature"] = float(keep.detach())
                     loss = loss + self.settings.feature_weight * keep
             else:
-                self.encoder.backbone.eval()  # frozen: its batch norms keep their statistics
-                self.encoder.fuser.eval()
+                if train and not self.norms_reset and self.step == self.editor_start:
+                    for norm in self.inverter_norms:
+                        norm.reset_running_stats()
+                    self.norms_reset = True
+                self.encoder.backbone.train(train)  # training: batch statistics, accumulated for inference
+                self.encoder.fuser.train(train)
                 with torch.no_grad():
                     inversion = self.encoder.invert(batch.x, self.generator, self.latent_avg)
                     edit = self._known_edit(batch, inversion)
