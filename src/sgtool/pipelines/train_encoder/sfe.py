@@ -85,7 +85,7 @@ class SfeTask:
             # Phase 2: the inverter's weights are frozen, so its batch norms can average their exact statistics
             # over every phase-2 batch (momentum None); phase 1's running averages lag weights that kept moving,
             # and at batch sizes of a few images the lag alone can wreck an eval-mode inversion.
-            norm.momentum = None if self.editing else 0.1
+            norm.momentum = None if self.editing else 0.1  # torch's default, which the inverter is built with
 
     def validation_step(self, done: int) -> None:
         """After `done` steps: validate what the last of them trained."""
