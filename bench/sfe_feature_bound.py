@@ -15,6 +15,7 @@ import argparse
 
 import torch
 
+from sgtool.errors import SgtoolError
 from sgtool.models import load_generator
 from sgtool.models.encoders.sfe_layers import choose_feature_layer, feature_layers, generator_feature, \
     render_with_feature
@@ -33,8 +34,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)
-    generator = load_generator(args.network).eval().requires_grad_(False)
-    encoder = load_encoder(args.e4e, network=generator)
+    try:
+        generator = load_generator(args.network).eval().requires_grad_(False)
+        encoder = load_encoder(args.e4e, network=generator)
+    except SgtoolError as exc:
+        parser.error(str(exc))  # one line, exit 2
     # The held-out images train-encoder validates on (seed 0).
     x, _ = render_targets(generator, torch.arange(args.images) + SYNTHETIC_TEST_OFFSET, 0, 1.0,
                           int(generator.img_resolution), "cpu")
